@@ -1,0 +1,185 @@
+"""The chat API of a real `hybrie serve` with the bundled model, through the official openai SDK."""
+import asyncio, json, re, time
+import httpx, openai, pytest
+from conftest import start_server
+
+MODEL = 'smollm2-135m-instruct'
+Q = [{'role': 'user', 'content': 'What is the capital of France?'}]
+
+
+def test_full_response(client):
+    r = client.chat.completions.create(model=MODEL, messages=Q, temperature=0, max_tokens=20)
+    assert r.id.startswith('chatcmpl-') and r.object == 'chat.completion' and r.model == MODEL
+    c = r.choices[0]
+    assert 'Paris' in c.message.content and c.message.role == 'assistant'
+    assert c.finish_reason in ('stop', 'length')
+    assert r.usage.prompt_tokens > 10 and 0 < r.usage.completion_tokens <= 20
+    assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
+
+
+def test_stream_contract_and_equality(client):
+    full = client.chat.completions.create(model=MODEL, messages=Q, temperature=0, max_tokens=40).choices[0].message.content
+    chunks = list(client.chat.completions.create(model=MODEL, messages=Q, temperature=0, max_tokens=40, stream=True))
+    assert len({c.id for c in chunks}) == 1
+    assert chunks[0].choices[0].delta.role == 'assistant'
+    finishes = [c.choices[0].finish_reason for c in chunks]
+    assert finishes[-1] in ('stop', 'length') and all(f is None for f in finishes[:-1])
+    assert all(c.usage is None for c in chunks)
+    assert ''.join(c.choices[0].delta.content or '' for c in chunks) == full
+
+
+def test_stream_include_usage(client):
+    chunks = list(client.chat.completions.create(model=MODEL, messages=Q, max_tokens=8, stream=True,
+                                                 stream_options={'include_usage': True}))
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == 8
+    assert all(c.usage is None for c in chunks[:-1])
+
+
+def test_raw_sse_framing(server):
+    body = {'model': MODEL, 'messages': Q, 'max_tokens': 4, 'stream': True}
+    with httpx.stream('POST', server.url + '/chat/completions', json=body, timeout=60) as r:
+        assert r.headers['content-type'].startswith('text/event-stream')
+        lines = [l for l in r.iter_lines() if l.startswith('data: ')]
+    assert lines[-1] == 'data: [DONE]'
+    assert all(json.loads(l[6:])['object'] == 'chat.completion.chunk' for l in lines[:-1])
+
+
+def test_sampling_parameters(client):
+    kw = dict(model=MODEL, messages=[{'role': 'user', 'content': 'Tell me a story.'}], max_tokens=16)
+    a = client.chat.completions.create(temperature=1.0, seed=42, **kw).choices[0].message.content
+    b = client.chat.completions.create(temperature=1.0, seed=42, **kw).choices[0].message.content
+    assert a == b
+    others = {client.chat.completions.create(temperature=1.0, seed=s, **kw).choices[0].message.content for s in range(4)}
+    assert len(others) > 1
+    r = client.chat.completions.create(temperature=0.7, top_p=0.9, presence_penalty=0.5, frequency_penalty=0.5, seed=1,
+                                       extra_body={'top_k': 20, 'min_p': 0.05, 'repetition_penalty': 1.1}, **kw)
+    assert r.choices[0].message.content and r.usage.completion_tokens <= 16
+    r = client.chat.completions.create(n=3, temperature=1.0, **kw)
+    assert [c.index for c in r.choices] == [0, 1, 2] and r.usage.completion_tokens <= 48
+    r = client.chat.completions.create(max_completion_tokens=3, **kw)
+    assert r.usage.completion_tokens == 3 and r.choices[0].finish_reason == 'length'
+
+
+def test_stop_strings_across_tokens(client):
+    full = client.chat.completions.create(model=MODEL, messages=Q, temperature=0, max_tokens=20).choices[0].message.content
+    stop = full[full.index('Paris') + 1: full.index('Paris') + 4]  # 'ari': inside one token
+    r = client.chat.completions.create(model=MODEL, messages=Q, temperature=0, max_tokens=20, stop=[stop, 'never'])
+    assert r.choices[0].message.content == full[:full.index(stop)]
+    assert r.choices[0].finish_reason == 'stop'
+    s = list(client.chat.completions.create(model=MODEL, messages=Q, temperature=0, max_tokens=20, stop=stop, stream=True))
+    assert ''.join(c.choices[0].delta.content or '' for c in s if c.choices) == full[:full.index(stop)]
+
+
+def test_logit_bias_and_logprobs(client):
+    r = client.chat.completions.create(model=MODEL, messages=Q, temperature=0, max_tokens=8, logprobs=True, top_logprobs=3)
+    lp = r.choices[0].logprobs.content
+    eos = r.choices[0].finish_reason == 'stop'  # the end-of-sequence token counts in usage but has no text
+    assert len(lp) == r.usage.completion_tokens - eos
+    assert all(len(t.top_logprobs) == 3 and t.logprob <= 0 for t in lp)
+    assert ''.join(t.token for t in lp) == r.choices[0].message.content
+    assert abs(lp[0].logprob - lp[0].top_logprobs[0].logprob) < 1e-4  # greedy picks the top token
+
+
+def test_logit_bias_bans_a_token(client):
+    from transformers import AutoTokenizer
+    from hybrie.config import Catalog
+    res = Catalog().resolve(MODEL)
+    tok = AutoTokenizer.from_pretrained(res.path, gguf_file=res.gguf_file)
+    full = client.chat.completions.create(model=MODEL, messages=Q, temperature=0, max_tokens=12).choices[0].message.content
+    assert 'Paris' in full
+    banned = {str(t): -100 for t in set(tok.encode(' Paris') + tok.encode('Paris'))}
+    r = client.chat.completions.create(model=MODEL, messages=Q, temperature=0, max_tokens=12, logit_bias=banned)
+    assert 'Paris' not in r.choices[0].message.content
+
+
+def test_models_health_metrics(client, server):
+    ids = [m.id for m in client.models.list().data]
+    assert MODEL in ids
+    assert client.models.retrieve(MODEL).id == MODEL
+    with pytest.raises(openai.NotFoundError): client.models.retrieve('nope')
+    assert httpx.get(server.root + '/health').json()['status'] == 'ok'
+    m = httpx.get(server.root + '/metrics').text
+    for name in ('hybrie_requests_running', 'hybrie_requests_total', 'hybrie_request_latency_seconds', 'hybrie_tokens_total'):
+        assert name in m
+
+
+@pytest.mark.parametrize('kw,status,param', [
+    (dict(model='no-such-model'), 404, 'model'),
+    (dict(temperature=5), 400, 'temperature'),
+    (dict(top_p=0), 400, 'top_p'),
+    (dict(n=0), 400, 'n'),
+    (dict(max_tokens=0), 400, 'max_tokens'),
+    (dict(max_tokens=100000), 400, 'max_tokens'),
+    (dict(messages=[]), 400, 'messages'),
+    (dict(messages=[{'role': 'user'}]), 400, 'messages.0'),
+    (dict(messages=[{'role': 'robot', 'content': 'x'}]), 400, 'messages.0.role'),
+    (dict(messages=[{'role': 'user', 'content': 'hi ' * 9000}]), 400, 'messages'),
+    (dict(logit_bias={'abc': 1}), 400, 'logit_bias'),
+    (dict(tools=[{'type': 'function', 'function': {'name': 'f', 'parameters': {}}}]), 400, 'tools'),
+    (dict(response_format={'type': 'json_object'}), 400, 'response_format'),
+    (dict(messages=[{'role': 'user', 'content': [{'type': 'image_url', 'image_url': {'url': 'https://x/y.png'}}]}]), 400, 'messages.0.content'),
+])
+def test_client_errors(client, kw, status, param):
+    args = dict(model=MODEL, messages=Q, max_tokens=4) | kw
+    with pytest.raises(openai.APIStatusError) as e: client.chat.completions.create(**args)
+    assert e.value.status_code == status
+    err = e.value.body
+    assert err['message'] and err['type'] and err['param'].startswith(param)
+
+
+def test_malformed_bodies(server):
+    for body in [b'{"model": ', b'', b'[1, 2]', b'{"model": "x"}', 'not json \xff'.encode('latin-1')]:
+        r = httpx.post(server.url + '/chat/completions', content=body, headers={'content-type': 'application/json'})
+        assert r.status_code == 400, body
+        assert set(r.json()['error']) == {'message', 'type', 'param', 'code'}
+    r = httpx.get(server.url + '/chat/completions')
+    assert r.status_code == 405 and 'error' in r.json()
+
+
+async def test_concurrent_streams_match_solo(aclient):
+    prompts = ['Name a fruit.', 'What is 3+4?', 'Say hello.', 'Name a planet.', 'What colour is the sky?', 'Count to three.']
+    async def one(p):
+        r = await aclient.chat.completions.create(model=MODEL, messages=[{'role': 'user', 'content': p}], temperature=0, max_tokens=24)
+        return r.choices[0].message.content
+    solo = [await one(p) for p in prompts]
+    async def streamed(p):
+        out = []
+        async for c in await aclient.chat.completions.create(model=MODEL, messages=[{'role': 'user', 'content': p}],
+                                                               temperature=0, max_tokens=24, stream=True):
+            if c.choices and c.choices[0].delta.content: out.append(c.choices[0].delta.content)
+        return ''.join(out)
+    together = await asyncio.gather(*[streamed(p) if i % 2 else one(p) for i, p in enumerate(prompts)])
+    assert list(together) == solo
+
+
+def test_disconnect_stops_generation(server):
+    body = {'model': MODEL, 'messages': [{'role': 'user', 'content': 'Write a very long essay about the sea.'}],
+            'max_tokens': 3000, 'stream': True, 'temperature': 1.0, 'extra': 1}
+    def running():
+        m = httpx.get(server.root + '/metrics').text
+        return float(re.search(r'hybrie_requests_running\{endpoint="chat"\} (\S+)', m).group(1))
+    def generated():
+        return float(re.search(r'hybrie_tokens_total\{kind="generated"\} (\S+)', httpx.get(server.root + '/metrics').text).group(1))
+    with httpx.stream('POST', server.url + '/chat/completions', json=body, timeout=60) as r:
+        for i, _ in enumerate(r.iter_lines()):
+            if i > 3: break
+    deadline = time.time() + 10
+    while running() > 0 and time.time() < deadline: time.sleep(0.1)
+    assert running() == 0
+    # the engine stopped: a cancelled request's tokens stop counting and the next request is served at once
+    t0 = time.time()
+    r = httpx.post(server.url + '/chat/completions', json={'model': MODEL, 'messages': Q, 'max_tokens': 2}, timeout=60)
+    assert r.status_code == 200 and time.time() - t0 < 5
+
+
+def test_overload_answers_429():
+    with start_server('--max-batch-size', '1', '--max-queue', '1') as s:
+        body = {'model': MODEL, 'messages': Q, 'max_tokens': 200, 'temperature': 1.0}
+        async def go():
+            async with httpx.AsyncClient(timeout=120) as c:
+                return await asyncio.gather(*[c.post(s.url + '/chat/completions', json=body) for _ in range(6)])
+        rs = asyncio.run(go())
+        codes = sorted(r.status_code for r in rs)
+        assert codes.count(200) >= 2 and 429 in codes, codes
+        r429 = next(r for r in rs if r.status_code == 429)
+        assert int(r429.headers['retry-after']) >= 1 and r429.json()['error']['code'] == 'rate_limit_exceeded'
