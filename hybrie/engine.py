@@ -86,7 +86,7 @@ class Sequence:
         "Take one generated token: text out, stop checks, length check."
         self.generated += 1
         self.next_token = token
-        if token in self.eos: return self.finish('stop')
+        if token in self.eos and not self.row.p.ignore_eos: return self.finish('stop')
         if lp is not None:
             tok = self.detok.tok
             s = tok.decode([token])

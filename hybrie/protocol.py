@@ -122,6 +122,7 @@ class ChatCompletionRequest(BaseModel):
     tools: list[dict]|None = None
     tool_choice: str|dict|None = None
     thinking_mode: bool|Literal['on','off','auto']|None = None
+    ignore_eos: bool = False  # vLLM's extension: keep generating past end-of-sequence (benchmarks use it)
     reasoning_effort: str|None = None
     user: str|None = None
 
@@ -174,6 +175,7 @@ class SamplingParams:
     logit_bias: dict[int,float] = field(default_factory=dict)
     logprobs: bool = False
     top_logprobs: int = 0
+    ignore_eos: bool = False
 
     @property
     def greedy(self) -> bool: return self.temperature == 0
@@ -228,7 +230,8 @@ def from_chat_request(r:ChatCompletionRequest, headers:dict|None=None) -> ChatRe
         presence_penalty=r.presence_penalty or 0.0, frequency_penalty=r.frequency_penalty or 0.0,
         repetition_penalty=r.repetition_penalty or 1.0, seed=r.seed, stop=list(r.stop or []),
         max_tokens=r.max_completion_tokens or r.max_tokens,
-        logit_bias={int(k):v for k,v in (r.logit_bias or {}).items()}, logprobs=r.logprobs, top_logprobs=top_logprobs)
+        logit_bias={int(k):v for k,v in (r.logit_bias or {}).items()}, logprobs=r.logprobs, top_logprobs=top_logprobs,
+        ignore_eos=r.ignore_eos)
     return ChatRequest(
         model=r.model, messages=[_message_dict(m) for m in r.messages], sampling=s, n=r.n, stream=r.stream,
         include_usage=bool(r.stream_options and r.stream_options.include_usage),
