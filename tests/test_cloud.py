@@ -1,0 +1,404 @@
+"""Cloud backends end to end: a real `hybrie serve` whose provider SDKs talk to loopback stand-ins
+speaking each provider's wire format, driven from outside by the `openai` SDK."""
+import base64, json
+import httpx, openai, pytest
+from conftest import start_server
+from cloud_standins import StandIns, PNG
+
+KEYS = {'OPENAI_API_KEY': 'sk-test-openai-SECRET1', 'ANTHROPIC_API_KEY': 'sk-ant-test-SECRET2',
+        'GEMINI_API_KEY': 'gm-test-SECRET3', 'MISTRAL_API_KEY': 'ms-test-SECRET4'}
+MODELS = {'openai': 'gpt-4.1-mini', 'anthropic': 'claude-sonnet-4-6', 'gemini': 'gemini-3-flash-preview', 'mistral': 'mistral-small-latest'}
+PROVIDERS = list(MODELS)
+PNG_URL = 'data:image/png;base64,' + base64.b64encode(PNG).decode()
+TOOLS = [{'type': 'function', 'function': {'name': 'get_weather', 'description': 'Weather of a city',
+          'parameters': {'type': 'object', 'properties': {'city': {'type': 'string'}}, 'required': ['city']}}}]
+LOG_ENV = {'OPENAI_LOG': 'debug', 'ANTHROPIC_LOG': 'debug'}  # the SDKs' own debug logging, to prove keys stay out of it
+
+
+@pytest.fixture(scope='module')
+def standins():
+    s = StandIns().start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope='module')
+def cloud_server(standins):
+    env = {**KEYS, **standins.env(), **LOG_ENV, 'HYBRIE_CLOUD_MAX_RETRIES': '0', 'HYBRIE_CLOUD_TIMEOUT': '1.5'}
+    with start_server('--log-level', 'debug', env=env) as s:
+        yield s
+        log = s.log()
+    assert 'anthropic._base_client: Request options' in log and 'openai._base_client' in log  # the SDKs did log, at debug
+    for k in KEYS.values(): assert k not in log, 'a provider key reached the server log'
+    assert 'SECRET' not in log
+
+
+@pytest.fixture(scope='module')
+def oc(cloud_server):
+    return openai.OpenAI(base_url=cloud_server.url, api_key='unused', max_retries=0)
+
+
+def cloud(p, **h): return {'x-hybrie-execution-mode': 'cloud', 'x-hybrie-cloud-provider': p, **h}
+
+
+def raw(oc, p, **kw):
+    "A full completion with its HTTP response, executed in provider `p`."
+    kw.setdefault('messages', [{'role': 'user', 'content': 'Hi'}])
+    return oc.chat.completions.with_raw_response.create(model=kw.pop('model', MODELS[p]), extra_headers=cloud(p), **kw)
+
+
+# ---- full and streamed answers, usage, execution headers ----
+
+@pytest.mark.parametrize('p', PROVIDERS)
+def test_full_answer(oc, standins, p):
+    r = raw(oc, p)
+    c = r.parse()
+    assert c.choices[0].message.content == f'Hello from {p}!'
+    assert c.choices[0].finish_reason == 'stop'
+    assert (c.usage.prompt_tokens, c.usage.completion_tokens, c.usage.total_tokens) == (11, 4, 15)
+    assert r.headers['x-hybrie-executed-by'] == f'cloud:{p}'
+    assert 'x-hybrie-fallback-from' not in r.headers
+    path, headers, body = standins.last(p)
+    auth = headers.get('authorization') or headers.get('x-goog-api-key') or headers.get('x-api-key')
+    assert KEYS[f'{p.upper()}_API_KEY'] in auth
+
+
+@pytest.mark.parametrize('p', PROVIDERS)
+def test_streamed_answer(oc, standins, p):
+    with oc.chat.completions.with_streaming_response.create(model=MODELS[p], messages=[{'role': 'user', 'content': 'Hi'}],
+                                                             stream=True, stream_options={'include_usage': True},
+                                                             extra_headers=cloud(p)) as r:
+        assert r.headers['x-hybrie-executed-by'] == f'cloud:{p}'
+        chunks = list(r.parse())
+    text = ''.join(c.choices[0].delta.content or '' for c in chunks if c.choices)
+    assert text == f'Hello from {p}!'
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == 'stop'
+    assert len({c.id for c in chunks}) == 1
+    assert chunks[-1].choices == [] and chunks[-1].usage.total_tokens == 15
+    path, _, body = standins.last(p)
+    if p == 'gemini': assert ':streamGenerateContent' in path and 'alt=sse' in path
+    elif p == 'openai': assert body['stream'] and body['stream_options'] == {'include_usage': True}  # usage always asked upstream
+    else: assert body['stream']
+
+
+def test_stream_usage_requested_even_when_client_does_not_ask(oc, standins):
+    chunks = list(oc.chat.completions.create(model=MODELS['openai'], messages=[{'role': 'user', 'content': 'Hi'}], stream=True,
+                                             extra_headers=cloud('openai')))
+    assert all(c.usage is None for c in chunks)
+    assert standins.last('openai')[2]['stream_options'] == {'include_usage': True}
+
+
+# ---- every parameter translated ----
+
+SAMPLING = dict(temperature=0.3, top_p=0.9, stop=['END'], max_tokens=50, seed=7, presence_penalty=0.5, frequency_penalty=0.25,
+                extra_body={'top_k': 20})
+HISTORY = [{'role': 'system', 'content': 'Be brief.'}, {'role': 'user', 'content': 'Hi'},
+           {'role': 'assistant', 'content': 'Hello.'}, {'role': 'user', 'content': 'Weather?'}]
+
+
+def test_openai_parameters(oc, standins):
+    r = raw(oc, 'openai', messages=HISTORY, logprobs=True, top_logprobs=2, logit_bias={'50256': -100}, **SAMPLING)
+    b = standins.last('openai')[2]
+    assert {k: b[k] for k in ('temperature', 'top_p', 'stop', 'max_completion_tokens', 'seed', 'presence_penalty', 'frequency_penalty',
+                              'logprobs', 'top_logprobs', 'logit_bias')} == \
+        {'temperature': 0.3, 'top_p': 0.9, 'stop': ['END'], 'max_completion_tokens': 50, 'seed': 7, 'presence_penalty': 0.5,
+         'frequency_penalty': 0.25, 'logprobs': True, 'top_logprobs': 2, 'logit_bias': {'50256': -100}}
+    assert b['messages'] == HISTORY and 'top_k' not in b
+    assert r.headers['x-hybrie-dropped-params'] == 'top_k'
+
+
+def test_anthropic_parameters(oc, standins):
+    r = raw(oc, 'anthropic', messages=HISTORY, **SAMPLING)
+    b = standins.last('anthropic')[2]
+    assert b['system'] == 'Be brief.' and b['stop_sequences'] == ['END'] and b['max_tokens'] == 50
+    assert [m['role'] for m in b['messages']] == ['user', 'assistant', 'user']
+    assert not {'temperature', 'top_p', 'top_k', 'seed'} & set(b)  # API 2026-10-21 answers 400 to the sampling knobs
+    assert r.headers['x-hybrie-dropped-params'].split(',') == ['temperature', 'top_p', 'top_k', 'presence_penalty', 'frequency_penalty', 'seed']
+
+
+def test_anthropic_default_max_tokens_and_no_dropped_header(oc, standins):
+    r = raw(oc, 'anthropic')
+    assert standins.last('anthropic')[2]['max_tokens'] == 4096
+    assert 'x-hybrie-dropped-params' not in r.headers
+
+
+def test_gemini_parameters(oc, standins):
+    r = raw(oc, 'gemini', messages=HISTORY, **SAMPLING)
+    path, _, b = standins.last('gemini')
+    assert path.endswith('/models/gemini-3-flash-preview:generateContent')
+    g = b['generationConfig']
+    assert {k: g[k] for k in ('temperature', 'topP', 'topK', 'stopSequences', 'maxOutputTokens', 'seed', 'presencePenalty', 'frequencyPenalty')} == \
+        {'temperature': 0.3, 'topP': 0.9, 'topK': 20, 'stopSequences': ['END'], 'maxOutputTokens': 50, 'seed': 7,
+         'presencePenalty': 0.5, 'frequencyPenalty': 0.25}
+    assert b['systemInstruction']['parts'] == [{'text': 'Be brief.'}]
+    assert [c['role'] for c in b['contents']] == ['user', 'model', 'user']
+    assert 'x-hybrie-dropped-params' not in r.headers
+
+
+def test_mistral_parameters(oc, standins):
+    r = raw(oc, 'mistral', messages=HISTORY, **SAMPLING)
+    b = standins.last('mistral')[2]
+    assert {k: b[k] for k in ('temperature', 'top_p', 'top_k', 'stop', 'max_tokens', 'random_seed', 'presence_penalty', 'frequency_penalty')} == \
+        {'temperature': 0.3, 'top_p': 0.9, 'top_k': 20, 'stop': ['END'], 'max_tokens': 50, 'random_seed': 7, 'presence_penalty': 0.5,
+         'frequency_penalty': 0.25}
+    assert [m['role'] for m in b['messages']] == ['system', 'user', 'assistant', 'user']
+    assert 'x-hybrie-dropped-params' not in r.headers
+
+
+@pytest.mark.parametrize('p', ['openai', 'mistral', 'gemini'])
+def test_n_and_response_format(oc, standins, p):
+    raw(oc, p, n=1, response_format={'type': 'json_object'})
+    b = standins.last(p)[2]
+    if p == 'gemini': assert b['generationConfig']['responseMimeType'] == 'application/json'
+    else: assert b['response_format'] == {'type': 'json_object'}
+
+
+@pytest.mark.parametrize('kw,param', [({'n': 2}, 'n'), ({'response_format': {'type': 'json_object'}}, 'response_format')])
+def test_anthropic_refuses_what_it_cannot_honour(oc, kw, param):
+    with pytest.raises(openai.BadRequestError) as e: raw(oc, 'anthropic', **kw)
+    assert e.value.status_code == 400 and e.value.body['param'] == param
+
+
+# ---- tool calls and thinking ----
+
+@pytest.mark.parametrize('p', PROVIDERS)
+def test_tool_call_full(oc, standins, p):
+    c = raw(oc, p, messages=[{'role': 'user', 'content': 'Weather in Oslo? @tool'}], tools=TOOLS, tool_choice='required').parse()
+    ch = c.choices[0]
+    assert ch.finish_reason == 'tool_calls'
+    tc = ch.message.tool_calls[0]
+    assert tc.function.name == 'get_weather' and json.loads(tc.function.arguments) == {'city': 'Oslo'} and tc.id
+    b = standins.last(p)[2]
+    if p == 'anthropic':
+        assert b['tools'][0]['name'] == 'get_weather' and b['tools'][0]['input_schema']['required'] == ['city']
+        assert b['tool_choice'] == {'type': 'any'}
+    elif p == 'gemini':
+        assert b['tools'][0]['functionDeclarations'][0]['name'] == 'get_weather'
+        assert b['toolConfig'] == {'functionCallingConfig': {'mode': 'ANY'}}
+    else: assert b['tools'] == TOOLS and b['tool_choice'] in ('required', 'any')
+
+
+@pytest.mark.parametrize('p', PROVIDERS)
+def test_tool_call_streamed(oc, p):
+    chunks = list(oc.chat.completions.create(model=MODELS[p], messages=[{'role': 'user', 'content': 'Weather? @tool'}], tools=TOOLS,
+                                             stream=True, extra_headers=cloud(p)))
+    calls = [tc for c in chunks if c.choices for tc in c.choices[0].delta.tool_calls or []]
+    assert calls[0].function.name == 'get_weather' and calls[0].id
+    assert json.loads(''.join(tc.function.arguments or '' for tc in calls)) == {'city': 'Oslo'}
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == 'tool_calls'
+
+
+@pytest.mark.parametrize('p', PROVIDERS)
+def test_tool_results_round_trip(oc, standins, p):
+    msgs = [{'role': 'user', 'content': 'Weather in Oslo?'},
+            {'role': 'assistant', 'content': None, 'tool_calls': [{'id': 'call_9', 'type': 'function',
+                                                                   'function': {'name': 'get_weather', 'arguments': '{"city": "Oslo"}'}}]},
+            {'role': 'tool', 'tool_call_id': 'call_9', 'content': 'sunny, 21 C'}]
+    assert raw(oc, p, messages=msgs, tools=TOOLS).parse().choices[0].message.content == f'Hello from {p}!'
+    b = standins.last(p)[2]
+    if p == 'anthropic':
+        assert b['messages'][1]['content'] == [{'type': 'tool_use', 'id': 'call_9', 'name': 'get_weather', 'input': {'city': 'Oslo'}}]
+        assert b['messages'][2] == {'role': 'user', 'content': [{'type': 'tool_result', 'tool_use_id': 'call_9', 'content': 'sunny, 21 C'}]}
+    elif p == 'gemini':
+        assert b['contents'][1]['parts'][0]['functionCall']['args'] == {'city': 'Oslo'}
+        fr = b['contents'][2]['parts'][0]['functionResponse']
+        assert fr['name'] == 'get_weather' and fr['response'] == {'result': 'sunny, 21 C'}
+    else: assert b['messages'][2]['tool_call_id'] == 'call_9' and b['messages'][1]['tool_calls'][0]['id'] == 'call_9'
+
+
+@pytest.mark.parametrize('p', ['anthropic', 'gemini'])
+def test_thinking(oc, standins, p):
+    c = raw(oc, p, messages=[{'role': 'user', 'content': 'Why? @think'}], extra_body={'thinking_mode': 'on'}).parse()
+    assert c.choices[0].message.reasoning_content == 'Let me think.'
+    chunks = list(oc.chat.completions.create(model=MODELS[p], messages=[{'role': 'user', 'content': 'Why? @think'}], stream=True,
+                                             extra_body={'thinking_mode': 'on'}, extra_headers=cloud(p)))
+    assert ''.join(getattr(c.choices[0].delta, 'reasoning_content', None) or '' for c in chunks if c.choices) == 'Let me think.'
+    b = standins.last(p)[2]
+    if p == 'anthropic': assert b['thinking'] == {'type': 'enabled', 'budget_tokens': 2048}
+    else: assert b['generationConfig']['thinkingConfig'] == {'include_thoughts': True}
+
+
+def test_thinking_dropped_where_the_model_has_none(oc):
+    r = raw(oc, 'mistral', extra_body={'thinking_mode': 'on'})
+    assert r.headers['x-hybrie-dropped-params'] == 'thinking_mode'
+
+
+# ---- images ----
+
+def gemini_image(part) -> tuple:
+    "(type, bytes) of a Gemini inline-data part as google-genai sends it (proto field names, URL-safe base64; the API takes both)."
+    d = part['inlineData']
+    return d.get('mimeType') or d.get('mime_type'), base64.urlsafe_b64decode(d['data'])
+
+
+IMG_MSG = lambda url: [{'role': 'user', 'content': [{'type': 'text', 'text': 'What is this?'}, {'type': 'image_url', 'image_url': {'url': url}}]}]
+
+
+@pytest.mark.parametrize('p', ['openai', 'anthropic', 'gemini'])
+def test_data_url_images(oc, standins, p):
+    assert raw(oc, p, messages=IMG_MSG(PNG_URL)).parse().choices[0].message.content == f'Hello from {p}!'
+    b = standins.last(p)[2]
+    if p == 'openai': assert b['messages'][0]['content'][1] == {'type': 'image_url', 'image_url': {'url': PNG_URL}}
+    elif p == 'anthropic':
+        assert b['messages'][0]['content'][1] == {'type': 'image', 'source': {'type': 'base64', 'media_type': 'image/png', 'data': PNG_URL.split(',')[1]}}
+    else: assert gemini_image(b['contents'][0]['parts'][1]) == ('image/png', PNG)
+
+
+def test_remote_image_passed_as_url_to_openai_and_mistral(oc, standins):
+    url = 'https://images.example.com/cat.png'
+    raw(oc, 'openai', messages=IMG_MSG(url))
+    assert standins.last('openai')[2]['messages'][0]['content'][1]['image_url']['url'] == url
+    raw(oc, 'mistral', model='pixtral-12b-latest', messages=IMG_MSG(url))
+    assert standins.last('mistral')[2]['messages'][0]['content'][1] == {'type': 'image_url', 'image_url': url}
+
+
+def test_remote_image_on_private_address_is_refused(oc, standins):
+    for p in ('anthropic', 'gemini'):
+        n = len(standins.requests)
+        with pytest.raises(openai.BadRequestError) as e: raw(oc, p, messages=IMG_MSG(f'{standins.url}/img/a.png'))
+        assert 'private, loopback' in e.value.message and e.value.body['code'] == 'image_url_refused'
+        assert len(standins.requests) == n  # nothing went upstream
+
+
+def test_image_to_a_model_without_vision(oc):
+    with pytest.raises(openai.BadRequestError) as e: raw(oc, 'mistral', messages=IMG_MSG(PNG_URL))
+    assert 'mistral-small-latest' in e.value.message and e.value.body['param'] == 'messages'
+
+
+def test_bad_data_url(oc):
+    with pytest.raises(openai.BadRequestError) as e: raw(oc, 'anthropic', messages=IMG_MSG('data:text/html;base64,PGgxPg=='))
+    assert 'Unsupported image type' in e.value.message
+
+
+def test_remote_image_fetched_when_private_addresses_allowed(standins):
+    "With HYBRIE_IMAGE_ALLOW_PRIVATE=1 (for this loopback test only) a remote image is fetched and sent as bytes."
+    env = {**KEYS, **standins.env(), 'HYBRIE_CLOUD_MAX_RETRIES': '0', 'HYBRIE_IMAGE_ALLOW_PRIVATE': '1'}
+    with start_server(env=env) as s:
+        oc = openai.OpenAI(base_url=s.url, api_key='unused', max_retries=0)
+        raw(oc, 'anthropic', messages=IMG_MSG(f'{standins.url}/img/a.png'))
+        src = standins.last('anthropic')[2]['messages'][0]['content'][1]['source']
+        assert src == {'type': 'base64', 'media_type': 'image/png', 'data': base64.b64encode(PNG).decode()}
+        raw(oc, 'gemini', messages=IMG_MSG(f'{standins.url}/img/a.png'))
+        assert gemini_image(standins.last('gemini')[2]['contents'][0]['parts'][1]) == ('image/png', PNG)
+        with pytest.raises(openai.BadRequestError) as e: raw(oc, 'anthropic', messages=IMG_MSG(f'{standins.url}/img/page'))
+        assert 'not an image' in e.value.message
+
+
+# ---- upstream errors ----
+
+@pytest.mark.parametrize('p', PROVIDERS)
+def test_rate_limit_keeps_429_and_retry_after(oc, p):
+    with pytest.raises(openai.RateLimitError) as e: raw(oc, p, messages=[{'role': 'user', 'content': '@429'}])
+    assert e.value.status_code == 429 and e.value.response.headers['retry-after'] == '7'
+    assert e.value.body['message'].startswith(p)
+
+
+@pytest.mark.parametrize('p', PROVIDERS)
+def test_rejected_key_is_502_without_the_key(oc, p):
+    with pytest.raises(openai.APIStatusError) as e: raw(oc, p, messages=[{'role': 'user', 'content': '@401'}])
+    assert e.value.status_code == 502
+    assert e.value.body['message'] == f'{p}: the provider rejected the configured key (HTTP 401).'
+    assert 'SECRET' not in e.value.response.text and 'sk-te' not in e.value.response.text
+
+
+@pytest.mark.parametrize('p', PROVIDERS)
+def test_upstream_5xx_is_502(oc, p):
+    with pytest.raises(openai.APIStatusError) as e: raw(oc, p, messages=[{'role': 'user', 'content': '@500'}])
+    assert e.value.status_code == 502 and e.value.body['type'] == 'api_error' and p in e.value.message
+
+
+@pytest.mark.parametrize('p', PROVIDERS)
+def test_upstream_timeout_is_504(oc, p):
+    with pytest.raises(openai.APIStatusError) as e: raw(oc, p, messages=[{'role': 'user', 'content': '@slow'}])
+    assert e.value.status_code == 504 and 'did not answer in time' in e.value.message
+
+
+@pytest.mark.parametrize('p', PROVIDERS)
+def test_streamed_errors_keep_their_status(oc, p):
+    with pytest.raises(openai.RateLimitError):
+        list(oc.chat.completions.create(model=MODELS[p], messages=[{'role': 'user', 'content': '@429'}], stream=True, extra_headers=cloud(p)))
+
+
+@pytest.mark.parametrize('p', PROVIDERS)
+def test_stream_cut_midway_ends_with_an_error(cloud_server, p):
+    "The provider drops the connection mid-stream: the client gets the first pieces, then an error event, then the end."
+    body = {'model': MODELS[p], 'messages': [{'role': 'user', 'content': '@cut'}], 'stream': True}
+    with httpx.stream('POST', cloud_server.url + '/chat/completions', json=body, headers=cloud(p), timeout=30) as r:
+        assert r.status_code == 200
+        events = [l[6:] for l in r.iter_lines() if l.startswith('data: ')]
+    err = json.loads(events[-1])
+    assert err['error']['type'] == 'api_error' and err['error']['message'].startswith(p), err
+    assert '[DONE]' not in events
+    assert any(json.loads(e).get('choices') for e in events[:-1])  # it had started
+
+
+# ---- execution modes ----
+
+def test_default_mode_is_local(oc):
+    r = oc.chat.completions.with_raw_response.create(model='smollm2-135m-instruct', messages=[{'role': 'user', 'content': 'Hi'}], max_tokens=3)
+    assert r.headers['x-hybrie-executed-by'] == 'local' and r.parse().choices[0].message.content is not None
+
+
+def test_cloud_mode_runs_a_local_model_id_as_the_default_model(oc, standins):
+    r = oc.chat.completions.with_raw_response.create(model='smollm2-135m-instruct', messages=[{'role': 'user', 'content': 'Hi'}],
+                                                     extra_headers=cloud('gemini'))
+    assert r.headers['x-hybrie-executed-by'] == 'cloud:gemini'
+    assert standins.last('gemini')[0].endswith('/models/gemini-3-flash-preview:generateContent')
+
+
+def test_hybrid_falls_back_when_the_model_is_not_here(oc, standins):
+    "qwen3-0.6b is in the catalog but its weights are not on this machine."
+    r = oc.chat.completions.with_raw_response.create(model='qwen3-0.6b', messages=[{'role': 'user', 'content': 'Hi'}],
+                                                     extra_headers={'x-hybrie-execution-mode': 'hybrid', 'x-hybrie-cloud-provider': 'openai'})
+    assert (r.headers['x-hybrie-executed-by'], r.headers['x-hybrie-fallback-from']) == ('cloud:openai', 'local')
+    assert r.parse().choices[0].message.content == 'Hello from openai!'
+    assert standins.last('openai')[2]['model'] == 'gpt-4.1-mini'
+
+
+def test_hybrid_falls_back_streaming(oc):
+    with oc.chat.completions.with_streaming_response.create(model='qwen3-0.6b', messages=[{'role': 'user', 'content': 'Hi'}], stream=True,
+                                                             extra_headers={'x-hybrie-execution-mode': 'hybrid', 'x-hybrie-cloud-provider': 'mistral'}) as r:
+        assert (r.headers['x-hybrie-executed-by'], r.headers['x-hybrie-fallback-from']) == ('cloud:mistral', 'local')
+        assert ''.join(c.choices[0].delta.content or '' for c in r.parse() if c.choices) == 'Hello from mistral!'
+
+
+def test_hybrid_runs_locally_when_it_can(oc):
+    r = oc.chat.completions.with_raw_response.create(model='smollm2-135m-instruct', messages=[{'role': 'user', 'content': 'Hi'}], max_tokens=3,
+                                                     extra_headers={'x-hybrie-execution-mode': 'hybrid', 'x-hybrie-cloud-provider': 'openai'})
+    assert r.headers['x-hybrie-executed-by'] == 'local' and 'x-hybrie-fallback-from' not in r.headers
+
+
+@pytest.mark.parametrize('model,headers,param', [
+    ('smollm2-135m-instruct', {'x-hybrie-execution-mode': 'everywhere'}, 'x-hybrie-execution-mode'),
+    ('smollm2-135m-instruct', {'x-hybrie-execution-mode': 'cloud', 'x-hybrie-cloud-provider': 'azure'}, 'x-hybrie-cloud-provider'),
+    ('smollm2-135m-instruct', {'x-hybrie-execution-mode': 'cloud'}, 'x-hybrie-cloud-provider'),
+    ('gpt-4.1-mini', {'x-hybrie-execution-mode': 'local'}, 'model'),
+    ('gpt-4.1-mini', {}, 'model'),
+    ('gpt-4.1-mini', {'x-hybrie-execution-mode': 'cloud', 'x-hybrie-cloud-provider': 'anthropic'}, 'x-hybrie-cloud-provider'),
+])
+def test_routing_errors_are_400(oc, model, headers, param):
+    with pytest.raises(openai.BadRequestError) as e:
+        oc.chat.completions.create(model=model, messages=[{'role': 'user', 'content': 'Hi'}], extra_headers=headers)
+    assert e.value.status_code == 400 and e.value.body['param'] == param
+
+
+def test_models_lists_cloud_models_with_capabilities(cloud_server):
+    data = {m['id']: m for m in httpx.get(cloud_server.url + '/models').json()['data']}
+    for p, m in MODELS.items():
+        assert data[m]['owned_by'] == p
+        assert ('vision' in data[m]['capabilities']) == (p != 'mistral')
+    assert 'smollm2-135m-instruct' in data
+
+
+def test_unconfigured_provider_is_not_offered(standins):
+    env = {'OPENAI_API_KEY': KEYS['OPENAI_API_KEY'], **standins.env()}
+    with start_server(env=env) as s:
+        ids = [m['id'] for m in httpx.get(s.url + '/models').json()['data']]
+        assert 'gpt-4.1-mini' in ids and 'claude-sonnet-4-6' not in ids
+        r = httpx.post(s.url + '/chat/completions', json={'model': 'claude-sonnet-4-6', 'messages': [{'role': 'user', 'content': 'Hi'}]},
+                       headers={'x-hybrie-execution-mode': 'cloud'})
+        assert r.status_code == 400 and 'ANTHROPIC_API_KEY' in r.json()['error']['message']
+        # one provider configured: cloud mode needs no provider header
+        r = httpx.post(s.url + '/chat/completions', json={'model': 'smollm2-135m-instruct', 'messages': [{'role': 'user', 'content': 'Hi'}]},
+                       headers={'x-hybrie-execution-mode': 'cloud'})
+        assert r.status_code == 200 and r.headers['x-hybrie-executed-by'] == 'cloud:openai'
