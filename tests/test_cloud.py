@@ -1,6 +1,6 @@
 """Cloud backends end to end: a real `hybrie serve` whose provider SDKs talk to loopback stand-ins
 speaking each provider's wire format, driven from outside by the `openai` SDK."""
-import base64, json
+import base64, json, time
 import httpx, openai, pytest
 from conftest import start_server
 from cloud_standins import StandIns, PNG
@@ -28,7 +28,6 @@ def cloud_server(standins):
     with start_server('--log-level', 'debug', env=env) as s:
         yield s
         log = s.log()
-    assert 'anthropic._base_client: Request options' in log and 'openai._base_client' in log  # the SDKs did log, at debug
     for k in KEYS.values(): assert k not in log, 'a provider key reached the server log'
     assert 'SECRET' not in log
 
@@ -332,6 +331,19 @@ def test_stream_cut_midway_ends_with_an_error(cloud_server, p):
     assert any(json.loads(e).get('choices') for e in events[:-1])  # it had started
 
 
+def test_no_key_reaches_the_log(oc, cloud_server):
+    "The server runs with --log-level debug and the SDKs' own debug logging on; after calls that succeed and fail, no key is logged."
+    for p in PROVIDERS:
+        raw(oc, p)
+        list(oc.chat.completions.create(model=MODELS[p], messages=[{'role': 'user', 'content': 'Hi'}], stream=True, extra_headers=cloud(p)))
+        for bad in ('@401', '@500'):
+            with pytest.raises(openai.APIStatusError): raw(oc, p, messages=[{'role': 'user', 'content': bad}])
+    log = cloud_server.log()
+    assert 'anthropic._base_client' in log and 'openai._base_client' in log  # the SDKs did log, at debug level
+    for k in KEYS.values(): assert k not in log
+    assert 'SECRET' not in log
+
+
 # ---- execution modes ----
 
 def test_default_mode_is_local(oc):
@@ -402,3 +414,44 @@ def test_unconfigured_provider_is_not_offered(standins):
         r = httpx.post(s.url + '/chat/completions', json={'model': 'smollm2-135m-instruct', 'messages': [{'role': 'user', 'content': 'Hi'}]},
                        headers={'x-hybrie-execution-mode': 'cloud'})
         assert r.status_code == 200 and r.headers['x-hybrie-executed-by'] == 'cloud:openai'
+
+
+def test_hybrid_sends_images_for_a_blind_local_model_to_the_cloud(oc, standins):
+    r = oc.chat.completions.with_raw_response.create(model='smollm2-135m-instruct', messages=IMG_MSG(PNG_URL),
+                                                     extra_headers={'x-hybrie-execution-mode': 'hybrid', 'x-hybrie-cloud-provider': 'anthropic'})
+    assert (r.headers['x-hybrie-executed-by'], r.headers['x-hybrie-fallback-from']) == ('cloud:anthropic', 'local')
+    assert standins.last('anthropic')[2]['messages'][0]['content'][1]['type'] == 'image'
+
+
+def test_local_mode_refuses_images_for_a_blind_local_model(oc):
+    with pytest.raises(openai.BadRequestError) as e:
+        oc.chat.completions.create(model='smollm2-135m-instruct', messages=IMG_MSG(PNG_URL))
+    assert 'smollm2-135m-instruct' in e.value.message
+
+
+def test_hybrid_falls_back_when_the_local_queue_is_full(standins):
+    "One sequence decoding, one queued: a third local request would get 429, so under `hybrid` it goes to the cloud."
+    import threading
+    env = {**KEYS, **standins.env(), 'HYBRIE_CLOUD_MAX_RETRIES': '0'}
+    with start_server('--max-batch-size', '1', '--max-queue', '1', env=env) as s:
+        oc = openai.OpenAI(base_url=s.url, api_key='unused', max_retries=0)
+        long = dict(model='smollm2-135m-instruct', messages=[{'role': 'user', 'content': 'Tell me a long story.'}], max_tokens=400,
+                    stream=True, extra_body={'ignore_eos': True})
+        started, stop = threading.Event(), threading.Event()
+        def hold():
+            for _ in oc.chat.completions.create(**long):
+                started.set()
+                if stop.is_set(): break
+        holders = [threading.Thread(target=hold, daemon=True) for _ in range(2)]
+        holders[0].start(); assert started.wait(60)
+        holders[1].start(); time.sleep(1.0)  # the second one waits in the queue
+        try:
+            with pytest.raises(openai.RateLimitError):  # local only: the queue is full
+                oc.chat.completions.create(model='smollm2-135m-instruct', messages=[{'role': 'user', 'content': 'Hi'}])
+            r = oc.chat.completions.with_raw_response.create(model='smollm2-135m-instruct', messages=[{'role': 'user', 'content': 'Hi'}],
+                                                             extra_headers={'x-hybrie-execution-mode': 'hybrid', 'x-hybrie-cloud-provider': 'openai'})
+            assert (r.headers['x-hybrie-executed-by'], r.headers['x-hybrie-fallback-from']) == ('cloud:openai', 'local')
+            assert r.parse().choices[0].message.content == 'Hello from openai!'
+        finally:
+            stop.set()
+            for t in holders: t.join(60)
