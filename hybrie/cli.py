@@ -10,7 +10,7 @@ from .protocol import HybrieError
 from .config import Settings, Catalog
 
 # %% auto #0
-__all__ = ['log', 'build_runtime', 'cmd_serve', 'cmd_chat', 'cmd_models', 'cmd_pull', 'parser', 'main']
+__all__ = ['log', 'build_runtime', 'cmd_serve', 'cmd_chat', 'cmd_models', 'cmd_pull', 'cmd_adapters', 'parser', 'main']
 
 # %% ../nbs/15_cli.ipynb #f54fcb7b
 log = logging.getLogger('hybrie')
@@ -113,6 +113,22 @@ def cmd_pull(a):
                           f'Check the network, or copy the model folder to {dst}.', 502) from None
     print(f'{e.id} is ready at {dst}')
 
+# %% ../nbs/15_cli.ipynb #41a4b7a4
+def cmd_adapters(a):
+    "Load, unload or list the LoRA adapters of a running server."
+    import httpx
+    base = a.url.rstrip('/')
+    if a.action == 'load':
+        if not a.path: raise HybrieError('`hybrie adapters load ID PATH` needs a PATH.')
+        r = httpx.post(f'{base}/adapters', json={'id':a.id, 'path':str(Path(a.path).expanduser().resolve()) if Path(a.path).expanduser().exists() else a.path}, timeout=300)
+    elif a.action == 'unload': r = httpx.delete(f'{base}/adapters/{a.id}', timeout=60)
+    else: r = httpx.get(f'{base}/adapters', timeout=30)
+    if r.status_code >= 400: raise HybrieError(f'{r.status_code}: {r.json()["error"]["message"]}')
+    if a.action == 'list':
+        for d in r.json()['data']: print(f'{d["id"]:24} rank {d["rank"]:<4} {d["path"]}')
+    elif a.action == 'load': print(f'loaded {a.id}')
+    else: print(f'unloaded {a.id}')
+
 # %% ../nbs/15_cli.ipynb #2ed9ae5e
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='hybrie', description='HybrIE: a self-hosted, OpenAI-compatible inference runtime.')
@@ -134,6 +150,9 @@ def parser() -> argparse.ArgumentParser:
     m = sub.add_parser('models', help='list models'); m.add_argument('--remote', action='store_true', help='ask the server at --url')
     m.add_argument('--url', default=url); m.set_defaults(fn=cmd_models)
     pl = sub.add_parser('pull', help='download a model'); pl.add_argument('model'); pl.set_defaults(fn=cmd_pull)
+    ad = sub.add_parser('adapters', help="manage a running server's LoRA adapters")
+    ad.add_argument('action', choices=['load','unload','list']); ad.add_argument('id', nargs='?'); ad.add_argument('path', nargs='?')
+    ad.add_argument('--url', default=url); ad.set_defaults(fn=cmd_adapters)
     return p
 
 def main(argv:list[str]|None=None):
@@ -145,7 +164,9 @@ def main(argv:list[str]|None=None):
         print(f'error: {e.message}', file=sys.stderr); sys.exit(1)
     except KeyboardInterrupt: sys.exit(130)
     except Exception as e:
+        import httpx
         from openai import APIConnectionError, APIStatusError
+        if isinstance(e, httpx.ConnectError): print(f'error: no HybrIE server answers at {a.url} (start one with `hybrie serve`).', file=sys.stderr); sys.exit(1)
         if isinstance(e, APIConnectionError): print(f'error: no HybrIE server answers at {a.url} (start one with `hybrie serve`).', file=sys.stderr); sys.exit(1)
         if isinstance(e, APIStatusError): print(f'error: {e.status_code}: {e.message}', file=sys.stderr); sys.exit(1)
         raise

@@ -4,7 +4,7 @@
 
 # %% ../nbs/05_engine.ipynb #cd84afe2
 from __future__ import annotations
-import asyncio, logging, threading, time
+import asyncio, contextlib, logging, threading, time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Callable
@@ -170,6 +170,13 @@ def resolve_model(self:LocalEngine, req:ChatRequest) -> str|None:
 def prepare(self:LocalEngine, req:ChatRequest, post:Callable) -> list[Sequence]:
     "Check `req` and build its sequences (one per choice)."
     adapter = self.resolve_model(req)
+    try: return self._sequences(req, post, adapter)
+    except HybrieError:
+        if self.adapters is not None: self.adapters.release(adapter)
+        raise
+
+@patch
+def _sequences(self:LocalEngine, req:ChatRequest, post:Callable, adapter:str|None) -> list[Sequence]:
     check_supported(req, self.lm)
     prompt, in_reasoning = render_prompt(req, self.lm)
     room = self.lm.context_length - len(prompt)
@@ -193,7 +200,10 @@ async def chat(self:LocalEngine, req:ChatRequest) -> AsyncIterator[Chunk]:
     loop, q = asyncio.get_running_loop(), asyncio.Queue()
     def post(c): loop.call_soon_threadsafe(q.put_nowait, c)
     seqs = self.prepare(req, post)
-    self.submit(seqs)
+    try: self.submit(seqs)
+    except HybrieError:
+        if self.adapters is not None: self.adapters.release(seqs[0].adapter)
+        raise
     try:
         left = len(seqs)
         while left:
@@ -206,6 +216,7 @@ async def chat(self:LocalEngine, req:ChatRequest) -> AsyncIterator[Chunk]:
         if any(not s.done for s in seqs):
             for s in seqs: s.cancelled = True
             with self.cv: self.cv.notify()
+        if self.adapters is not None: self.adapters.release(seqs[0].adapter)
 
 @patch
 def submit(self:LocalEngine, seqs:list[Sequence]):
@@ -219,9 +230,8 @@ def submit(self:LocalEngine, seqs:list[Sequence]):
 # %% ../nbs/05_engine.ipynb #67ac0427
 @patch
 def _forward(self:LocalEngine, ids, mask, pos, cache, rows):
-    kw = {}
-    if self.adapters is not None: kw = self.adapters.forward_kwargs([r.adapter for r in rows])
-    with torch.inference_mode():
+    step = self.adapters.step([r.adapter for r in rows]) if self.adapters is not None else contextlib.nullcontext({})
+    with step as kw, torch.inference_mode():
         out = self.lm.model(input_ids=ids, attention_mask=mask, position_ids=pos, cache=cache,
                             use_cache=True, logits_to_keep=1, **kw)
     return out.logits[:, -1]
