@@ -2,10 +2,11 @@
 """Embeddings throughput: `hybrie serve` against sentence-transformers `encode` on the same texts, in one run.
 
 Figures (bundled all-MiniLM-L6-v2, same device, this machine):
-- direct: `SentenceTransformer.encode` of the whole batch (batch_size 32), and of one text at a time;
+- direct: `SentenceTransformer.encode` of the whole batch (batch_size 32), of consecutive groups of 16 texts (the most
+  that 16 concurrent one-text clients can offer a batcher at once), and of one text at a time;
 - server: embeddings/s with 1 client and with 16 concurrent clients, each request carrying one text
   (the server batches concurrent requests together), and one request carrying the whole batch.
-Ratios: server 16 clients / encode(batch), server 1 client / encode(one at a time), server one request / encode(batch).
+Ratios: server 16 clients / encode(batch) and / encode(16 at a time), server 1 client / encode(one at a time), server one request / encode(batch).
 Writes JSON to benchmarks/results/.
 
     python benchmarks/bench_embeddings.py [--n 256] [--n-single 64] [--reps 3] [--threads 1]
@@ -62,14 +63,15 @@ def bench(url, xs, n_single, reps):
     st = load_direct()
     serve(url, [xs[:32]], 1)  # warm-up: loads the model in the server
     one = xs[:n_single]
-    t = {k: [] for k in ('direct_batch', 'direct_single', 'server_1', 'server_16', 'server_one_request')}
+    t = {k: [] for k in ('direct_batch', 'direct_batch16', 'direct_single', 'server_1', 'server_16', 'server_one_request')}
     for _ in range(reps):
         t['direct_batch'].append(timed(lambda: st.encode(xs, batch_size=32)))
+        t['direct_batch16'].append(timed(lambda: [st.encode(xs[i:i+16], batch_size=16) for i in range(0, len(xs), 16)]))
         t['server_16'].append(serve(url, xs, 16))
         t['server_one_request'].append(serve(url, [xs], 1))
         t['direct_single'].append(timed(lambda: [st.encode([x]) for x in one]))
         t['server_1'].append(serve(url, one, 1))
-    n = {'direct_batch': len(xs), 'server_16': len(xs), 'server_one_request': len(xs), 'direct_single': len(one), 'server_1': len(one)}
+    n = {'direct_batch': len(xs), 'direct_batch16': len(xs), 'server_16': len(xs), 'server_one_request': len(xs), 'direct_single': len(one), 'server_1': len(one)}
     return {k: n[k]/statistics.median(v) for k, v in t.items()}
 
 
@@ -95,6 +97,7 @@ def main():
                                       'request': 'one text per request (base64), except server_one_request'},
            'emb_per_s': f,
            'ratios': {'server_16_clients_vs_encode_batch': f['server_16']/f['direct_batch'],
+                      'server_16_clients_vs_encode_16_at_a_time': f['server_16']/f['direct_batch16'],
                       'server_1_client_vs_encode_one_at_a_time': f['server_1']/f['direct_single'],
                       'server_one_request_vs_encode_batch': f['server_one_request']/f['direct_batch'],
                       'server_16_vs_1_clients': f['server_16']/f['server_1']}}
