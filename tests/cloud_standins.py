@@ -5,7 +5,7 @@ One Starlette app serves all four under path prefixes, so a test points the runt
 
 - OpenAI:    POST /openai/v1/chat/completions            (JSON, or SSE `data:` chunks + `[DONE]`)
 - Anthropic: POST /anthropic/v1/messages                 (JSON, or the Messages SSE event sequence)
-- Gemini:    POST /gemini/v1beta/models/{m}:generateContent and :streamGenerateContent?alt=sse
+- Gemini:    POST /gemini/{version}/models/{m}:generateContent and :streamGenerateContent?alt=sse (google-genai 3.x sends v1)
 - Mistral:   POST /mistral/v1/chat/completions           (JSON, or SSE `data:` chunks + `[DONE]`)
 - GET /img/a.png: a tiny PNG, for remote image fetching.
 
