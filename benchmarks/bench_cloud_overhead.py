@@ -3,7 +3,8 @@
 
 Three targets answer the same OpenAI chat-completions request, in one run, interleaved:
 - `direct`:  a fast loopback upstream (a raw asyncio server with canned OpenAI answers: one JSON, or 20 SSE content chunks);
-- `hybrie`:  the HybrIE HTTP app (one uvicorn worker) whose router sends the request through the `openai` SDK to that upstream;
+- `hybrie`:  `hybrie serve` (one uvicorn worker; cloud execution by default through env) whose router sends the request
+             through the `openai` SDK to that upstream (`--server app`: the same app without a local model loaded);
 - `litellm`: LiteLLM's proxy (`litellm --num_workers 1`) in front of the same upstream.
 For each of full/streamed and concurrency 1/32, `wrk` (compiled load generator) runs for --seconds and reports p50/p99
 latency and requests/s. Added latency = target minus `direct` at the same concurrency. Writes JSON to benchmarks/results/.
@@ -139,7 +140,7 @@ def wrk(url, key, stream, conns, seconds, lua):
     return r
 
 
-def wait_up(url, proc, key, timeout=120):
+def wait_up(url, proc, key, timeout=300):
     t0 = time.time()
     while time.time() - t0 < timeout:
         if proc.poll() is not None: raise RuntimeError(f'{url}: process exited with {proc.returncode}')
@@ -158,6 +159,8 @@ def main():
     ap.add_argument('--seconds', type=int, default=5)
     ap.add_argument('--litellm', default=str(LITELLM_DEFAULT), help='the litellm CLI (skip LiteLLM if missing)')
     ap.add_argument('--out', default=str(ROOT/'benchmarks'/'results'/'cloud_overhead.json'))
+    ap.add_argument('--server', choices=('cli', 'app'), default='cli',
+                    help='cli: `hybrie serve` (loads the default local model too); app: make_app + make_router with no local model')
     ap.add_argument('--role', help=argparse.SUPPRESS); ap.add_argument('--port', type=int, help=argparse.SUPPRESS)
     ap.add_argument('--upstream', type=int, help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -171,7 +174,13 @@ def main():
     up, hp, lp = free_port(), free_port(), free_port()
     try:
         procs.append(subprocess.Popen(me + ['--role', 'upstream', '--port', str(up)]))
-        procs.append(subprocess.Popen(me + ['--role', 'hybrie', '--port', str(hp), '--upstream', str(up)]))
+        if a.server == 'cli':
+            env = {**os.environ, 'OPENAI_API_KEY': 'sk-bench', 'OPENAI_BASE_URL': f'http://127.0.0.1:{up}/v1', 'HYBRIE_EXECUTION_MODE': 'cloud',
+                   'HYBRIE_CLOUD_PROVIDER': 'openai', 'HYBRIE_CLOUD_MAX_RETRIES': '0', 'HYBRIE_CONFIG': '/nonexistent/hybrie.toml',
+                   'HF_HUB_OFFLINE': '1', 'TRANSFORMERS_OFFLINE': '1'}
+            procs.append(subprocess.Popen([str(Path(sys.executable).parent/'hybrie'), 'serve', '--port', str(hp), '--log-level', 'warning'],
+                                          env=env, stdout=open(Path(tmp)/'hybrie.log', 'w'), stderr=subprocess.STDOUT))
+        else: procs.append(subprocess.Popen(me + ['--role', 'hybrie', '--port', str(hp), '--upstream', str(up)]))
         targets = {'direct': (f'http://127.0.0.1:{up}/v1/chat/completions', 'sk-bench', procs[0]),
                    'hybrie': (f'http://127.0.0.1:{hp}/v1/chat/completions', 'unused', procs[1])}
         if Path(a.litellm).exists():
@@ -207,11 +216,12 @@ def main():
         out = {'benchmark': 'cloud_overhead', 'git_sha': git_sha(), 'time': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()),
                'machine': {'platform': platform.platform(), 'cpus': os.cpu_count(), 'python': platform.python_version(),
                            'note': 'CPU shared with other workloads; wrk, the upstream and the proxy under test share these cores'},
-               'params': {'seconds': a.seconds, 'stream_chunks': CHUNKS, 'model': MODEL, 'workers': 1,
+               'params': {'seconds': a.seconds, 'stream_chunks': CHUNKS, 'model': MODEL, 'workers': 1, 'hybrie_server': a.server,
                           'load_generator': 'wrk ' + subprocess.run(['wrk', '-v'], capture_output=True, text=True).stdout.split('\n')[0],
                           'litellm': subprocess.run([str(Path(a.litellm).parent/'pip'), 'show', 'litellm'], capture_output=True, text=True).stdout.split('\n')[1]
                                      if 'litellm' in targets else None},
-               'targets': {'direct': 'raw asyncio loopback upstream (canned answers)', 'hybrie': 'hybrie.server app + router + openai SDK, uvicorn 1 worker',
+               'targets': {'direct': 'raw asyncio loopback upstream (canned answers)',
+                           'hybrie': ('`hybrie serve`' if a.server == 'cli' else 'make_app + make_router, no local model') + ', 1 uvicorn worker, openai SDK upstream',
                            'litellm': 'litellm proxy, --num_workers 1'},
                'summary': summary, 'results': results}
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
