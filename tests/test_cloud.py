@@ -319,7 +319,7 @@ def test_streamed_errors_keep_their_status(oc, p):
 
 
 @pytest.mark.parametrize('p', PROVIDERS)
-def test_stream_cut_midway_ends_with_an_error(cloud_server, p):
+def test_stream_cut_midway_ends_with_an_error(cloud_server, oc, p):
     "The provider drops the connection mid-stream: the client gets the first pieces, then an error event, then the end."
     body = {'model': MODELS[p], 'messages': [{'role': 'user', 'content': '@cut'}], 'stream': True}
     with httpx.stream('POST', cloud_server.url + '/chat/completions', json=body, headers=cloud(p), timeout=30) as r:
@@ -329,6 +329,10 @@ def test_stream_cut_midway_ends_with_an_error(cloud_server, p):
     assert err['error']['type'] == 'api_error' and err['error']['message'].startswith(p), err
     assert '[DONE]' not in events
     assert any(json.loads(e).get('choices') for e in events[:-1])  # it had started
+    got = []
+    with pytest.raises(openai.APIError) as e:  # the openai SDK turns the error event into an exception, after the first pieces
+        for c in oc.chat.completions.create(**body, extra_headers=cloud(p)): got.append(c)
+    assert got and e.value.message.startswith(p)
 
 
 def test_no_key_reaches_the_log(oc, cloud_server):
