@@ -11,6 +11,7 @@ from typing import AsyncIterator, Callable
 import torch
 from jinja2 import TemplateError
 from transformers import DynamicCache
+from transformers.cache_utils import Cache, DynamicLayer
 from .protocol import *
 from .config import Settings
 from .loader import LoadedModel
@@ -18,7 +19,7 @@ from fastcore.basics import patch
 from .sampler import RowSampler, sample_batch, IncrementalDetokenizer, StopMatcher, ReasoningSplitter
 
 # %% auto #0
-__all__ = ['log', 'check_supported', 'render_prompt', 'Sequence', 'RunningBatch', 'LocalEngine']
+__all__ = ['log', 'check_supported', 'render_prompt', 'Sequence', 'GrowingLayer', 'GrowingCache', 'RunningBatch', 'LocalEngine']
 
 # %% ../nbs/05_engine.ipynb #69a80a4b
 log = logging.getLogger('hybrie.engine')
@@ -96,6 +97,48 @@ class Sequence:
         if out: self._text(out)
         if self.generated >= self.max_tokens: self.finish('length')
 
+# %% ../nbs/05_engine.ipynb #33388e1c
+class GrowingLayer(DynamicLayer):
+    "A KV-cache layer that writes into a buffer grown by doubling, instead of concatenating every step."
+    _k = _v = None
+    n = 0
+
+    @staticmethod
+    def _buf(t, extra=64):
+        if t is None or t.dim() != 4: return t
+        b = t.new_empty(*t.shape[:2], t.shape[2] + extra, t.shape[3])
+        b[:, :, :t.shape[2]] = t
+        return b
+
+    @property
+    def keys(self): return self._k if self._k is None or self._k.dim() != 4 else self._k[:, :, :self.n]
+    @keys.setter
+    def keys(self, t): self._k, self.n = self._buf(t), (t.shape[2] if t is not None and t.dim() == 4 else 0)
+    @property
+    def values(self): return self._v if self._v is None or self._v.dim() != 4 else self._v[:, :, :self.n]
+    @values.setter
+    def values(self, t): self._v = self._buf(t)
+
+    def update(self, k, v, *args, **kwargs):
+        if self._k is None or self._k.dim() != 4:
+            self.is_initialized, self.device = True, k.device
+            self.keys, self.values = k, v
+            return self.keys, self.values
+        n, t = self.n, k.shape[2]
+        if n + t > self._k.shape[2]:
+            cap = max(2*self._k.shape[2], n + t + 64)
+            for name in ('_k', '_v'):
+                old = getattr(self, name)
+                b = old.new_empty(*old.shape[:2], cap, old.shape[3]); b[:, :, :n] = old[:, :, :n]
+                setattr(self, name, b)
+        self._k[:, :, n:n+t] = k; self._v[:, :, n:n+t] = v
+        self.n = n + t
+        return self.keys, self.values
+
+class GrowingCache(DynamicCache):
+    "A `DynamicCache` of `GrowingLayer`s."
+    def __init__(self): Cache.__init__(self, layer_class_to_replicate=GrowingLayer)
+
 # %% ../nbs/05_engine.ipynb #32070f5d
 def _pad_left(t:torch.Tensor, n:int, dim:int) -> torch.Tensor:
     if n == 0: return t
@@ -114,8 +157,8 @@ class RunningBatch:
         if self.cache is None: self.rows, self.cache, self.mask, self.pos = list(rows), cache, mask, pos; return
         T, T2 = self.mask.shape[1], mask.shape[1]
         for mine, new in zip(self.cache.layers, cache.layers):
-            mine.keys = torch.cat([_pad_left(mine.keys, max(T2-T,0), 2), _pad_left(new.keys, max(T-T2,0), 2)])
-            mine.values = torch.cat([_pad_left(mine.values, max(T2-T,0), 2), _pad_left(new.values, max(T-T2,0), 2)])
+            mine.keys, mine.values = (torch.cat([_pad_left(mine.keys, max(T2-T,0), 2), _pad_left(new.keys, max(T-T2,0), 2)]),
+                                      torch.cat([_pad_left(mine.values, max(T2-T,0), 2), _pad_left(new.values, max(T-T2,0), 2)]))
         self.mask = torch.cat([_pad_left(self.mask, max(T2-T,0), 1), _pad_left(mask, max(T-T2,0), 1)])
         self.pos = torch.cat([self.pos, pos])
         self.rows += rows
@@ -243,7 +286,7 @@ def _prefill(self:LocalEngine, seqs:list[Sequence]):
     ids = torch.tensor([[0]*(L-len(s.prompt)) + s.prompt for s in seqs], device=dev)
     mask = torch.tensor([[0]*(L-len(s.prompt)) + [1]*len(s.prompt) for s in seqs], device=dev)
     pos = (mask.cumsum(-1) - 1).clamp(min=0)
-    cache = DynamicCache()
+    cache = GrowingCache()
     logits = self._forward(ids, mask, pos, cache, seqs)
     self._sample(seqs, logits)
     self.batch.join(seqs, cache, mask)
