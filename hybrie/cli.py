@@ -24,12 +24,17 @@ def _optional(module:str, factory:str, *args):
     f = getattr(mod, factory, None)
     return f(*args) if f else None
 
-def build_runtime(s:Settings, adapters:dict[str,str]|None=None):
-    "Load the chat model and build the runtime's components."
+def build_runtime(s:Settings, adapters:dict[str,str]|None=None, local:bool=True):
+    "Load the chat model (unless `local` is off: cloud only) and build the runtime's components."
     from hybrie.loader import load_model
     from hybrie.engine import LocalEngine
     from hybrie.server import Runtime
     cat = Catalog(s)
+    if not local:
+        chat = _optional('hybrie.router', 'make_router', s, cat, None)
+        if chat is None: raise HybrieError('`--no-local` needs the cloud router (hybrie.router), which is not installed.')
+        return Runtime(s, cat, chat, embeddings=_optional('hybrie.embeddings', 'make_embeddings', s, cat),
+                       audio=_optional('hybrie.audio', 'make_audio', s, cat))
     t0 = time.time()
     print(f'loading {s.model} ...', file=sys.stderr, flush=True)
     lm = load_model(cat.resolve(s.model), s.device, s.dtype, s.cache_dir)
@@ -51,7 +56,7 @@ def cmd_serve(a):
                                 max_batch_size=a.max_batch_size, max_queue=a.max_queue).items() if v is not None}
     s = Settings(**over)
     adapters = dict(_kv(x) for x in a.adapter or [])
-    rt = build_runtime(s, adapters)
+    rt = build_runtime(s, adapters, local=not a.no_local)
     print(f'serving on http://{s.host}:{s.port}/v1', file=sys.stderr, flush=True)
     uvicorn.run(make_app(rt), host=s.host, port=s.port, log_level=a.log_level, access_log=a.log_level == 'debug')
 
@@ -139,6 +144,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument('--device', help='auto | cuda | mps | cpu'); s.add_argument('--dtype', help='auto | bfloat16 | float16 | float32')
     s.add_argument('--max-batch-size', type=int); s.add_argument('--max-queue', type=int)
     s.add_argument('--adapter', action='append', metavar='ID=PATH', help='load a LoRA adapter at start (repeatable)')
+    s.add_argument('--no-local', action='store_true', help='load no local chat model: serve cloud providers only')
     s.add_argument('--log-level', default='info')
     s.set_defaults(fn=cmd_serve)
     url = os.environ.get('HYBRIE_URL', 'http://127.0.0.1:8080/v1')
