@@ -12,7 +12,7 @@ import numpy as np
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from fastcore.basics import patch
-from .protocol import HybrieError, ModelInfo, invalid_request, model_not_found, from_validation_error
+from .protocol import HybrieError, ModelInfo, invalid_request, model_not_found, overloaded, from_validation_error
 from .config import Catalog, CatalogEntry, Settings
 from .loader import pick_device
 
@@ -56,8 +56,9 @@ class MicroBatcher:
     "Runs `fn(items)` on a worker thread over the items of all requests waiting together."
     def __init__(self,
                  fn:Callable[[list], list], # Maps a list of items to a list of results, in order
-                 max_items:int=256): # Items per call; one larger request still runs whole
-        self.fn, self.max_items = fn, max_items
+                 max_items:int=256, # Items per call; one larger request still runs whole
+                 max_waiting:int=64): # Requests queued behind the running call before a 429
+        self.fn, self.max_items, self.max_waiting = fn, max_items, max_waiting
         self.q, self.worker, self.loop = None, None, None
         self.batches = deque(maxlen=1000)  # sizes of the last calls, for tests and metrics
 
@@ -67,6 +68,7 @@ class MicroBatcher:
         if self.loop is not loop or self.worker is None or self.worker.done():
             self.q, self.loop = asyncio.Queue(), loop
             self.worker = loop.create_task(self._run())
+        if self.q.qsize() >= self.max_waiting: raise overloaded(0.5)
         fut = loop.create_future()
         self.q.put_nowait((items, fut))
         return await fut
@@ -105,10 +107,10 @@ def find_weights(root:Path, # A model folder, or a folder above it
 # %% ../nbs/09_embeddings.ipynb #8471eeae
 class EmbeddingModel:
     "A sentence-transformers model, loaded on first use; `embed` batches concurrent callers."
-    def __init__(self, id:str, path:Path, device:str='cpu', family:str='generic', batch_size:int=32):
+    def __init__(self, id:str, path:Path, device:str='cpu', family:str='generic', batch_size:int=32, max_waiting:int=64):
         self.id, self.path, self.device, self.family, self.batch_size = id, Path(path), device, family, batch_size
         self._st, self._lock = None, threading.Lock()
-        self.batcher = MicroBatcher(lambda ids: self.forward(ids))  # `forward` is patched in below
+        self.batcher = MicroBatcher(lambda ids: self.forward(ids), max_waiting=max_waiting)  # `forward` is patched in below
 
     def load(self):
         "The `SentenceTransformer`, loading it once (thread-safe)."
@@ -211,7 +213,8 @@ class EmbeddingEngine:
                 root = self.catalog.resolve(id).path
                 path = find_weights(root, 'modules.json', 'config.json')
                 if path is None: raise model_not_found(id, f'No sentence-transformers or Hugging Face model found under `{root}`.')
-                self._models[id] = EmbeddingModel(id, path, str(pick_device(self.device)), e.family)
+                self._models[id] = EmbeddingModel(id, path, str(pick_device(self.device)), e.family,
+                                                  max_waiting=self.settings.max_queue)
         return self._models[id]
 
 def make_embeddings(settings:Settings, catalog:Catalog) -> EmbeddingEngine:
