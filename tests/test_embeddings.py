@@ -106,3 +106,19 @@ def test_unknown_model_404_and_chat_model_400(client):
     assert e.value.status_code == 404 and 'text-embedding-9000' in e.value.message
     with pytest.raises(openai.BadRequestError) as e: client.embeddings.create(model='smollm2-135m-instruct', input='hi')
     assert 'not an embedding model' in e.value.message
+
+
+def test_overload_gives_429_with_retry_after():
+    "With HYBRIE_MAX_QUEUE=1, a burst of concurrent requests gets some 429s (with Retry-After) and the rest vectors."
+    from conftest import start_server
+    with start_server(env={'HYBRIE_MAX_QUEUE': '1'}) as s:
+        httpx.post(s.url + '/embeddings', json={'model': MODEL, 'input': 'warm up'}, timeout=60).raise_for_status()
+        async def burst():
+            async with httpx.AsyncClient(timeout=120) as c:
+                body = {'model': MODEL, 'input': ['a fairly long sentence to keep the model busy for a while ' * 8] * 16}
+                return await asyncio.gather(*[c.post(s.url + '/embeddings', json=body) for _ in range(12)])
+        rs = asyncio.run(burst())
+    codes = [r.status_code for r in rs]
+    assert 200 in codes and 429 in codes, codes
+    r429 = next(r for r in rs if r.status_code == 429)
+    assert r429.headers['retry-after'] and r429.json()['error']['type'] == 'rate_limit_error'
