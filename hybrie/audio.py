@@ -16,7 +16,7 @@ from sse_starlette.sse import EventSourceResponse
 from starlette.concurrency import iterate_in_threadpool
 from starlette.datastructures import UploadFile
 from fastcore.basics import patch
-from .protocol import HybrieError, ModelInfo, invalid_request, model_not_found, from_validation_error
+from .protocol import HybrieError, ModelInfo, invalid_request, model_not_found, overloaded, from_validation_error
 from .config import Catalog, CatalogEntry, Settings
 from .loader import pick_device
 from .embeddings import find_weights
@@ -25,8 +25,9 @@ from .embeddings import find_weights
 __all__ = ['WHISPER_RATE', 'OUT_RATE', 'SPEECH_FORMATS', 'TRANSCRIPT_FORMATS', 'STT_ALIASES', 'TTS_ALIASES', 'OPENAI_VOICES',
            'router', 'read_audio', 'AudioEncoder', 'Transcriber', 'to_srt', 'to_vtt', 'transcript_text',
            'to_verbose_json', 'TranscriptionRequest', 'parse_transcription_form', 'PiperSynthesizer', 'prefetch',
-           'speech_bytes', 'OmniSynthesizer', 'AudioEngine', 'make_audio', 'SpeechRequest', 'parse_speech_request',
-           'audio_of', 'create_transcription', 'create_translation', 'create_speech', 'list_voices']
+           'speech_bytes', 'OmniSynthesizer', 'AudioEngine', 'Admission', 'Ticket', 'make_audio', 'SpeechRequest',
+           'parse_speech_request', 'audio_of', 'create_transcription', 'create_translation', 'create_speech',
+           'list_voices']
 
 # %% ../nbs/10_audio.ipynb #f678b012
 WHISPER_RATE = 16_000
@@ -304,6 +305,7 @@ class AudioEngine:
         self.settings, self.catalog, self.max_upload_bytes = settings, catalog, max_upload_bytes
         self._stt_default, self._tts_default = stt_model, tts_model
         self._stt, self._tts, self._lock = {}, {}, threading.Lock()
+        self.admission = Admission(settings.max_batch_size + settings.max_queue)
 
     def _present(self, kind:str) -> list[CatalogEntry]:
         out = []
@@ -336,6 +338,24 @@ class AudioEngine:
         if e.kind != kind and id in self.catalog.entries:  # a folder path is whatever it holds
             raise invalid_request(f'`{id}` is a {e.kind} model, not a {kind} model.', 'model', 'wrong_model_kind')
         return e
+
+class Admission:
+    "At most `limit` requests in flight; the next one is a 429. Each admitted request holds a `Ticket`."
+    def __init__(self, limit:int): self.limit, self.n, self.lock = limit, 0, threading.Lock()
+    def enter(self) -> Ticket:
+        with self.lock:
+            if self.n >= self.limit: raise overloaded(1.0)
+            self.n += 1
+        return Ticket(self)
+
+class Ticket:
+    "A place in an `Admission`, freed by `release` or when the ticket is dropped (e.g. a stream never started)."
+    def __init__(self, adm:Admission): self.adm = adm
+    def release(self):
+        adm, self.adm = self.adm, None
+        if adm is not None:
+            with adm.lock: adm.n -= 1
+    def __del__(self): self.release()
 
 def make_audio(settings:Settings, catalog:Catalog) -> AudioEngine:
     "The runtime's audio component (cheap: models load on first request)."
@@ -465,13 +485,23 @@ async def _form(request:Request, eng:AudioEngine):
     except HybrieError: raise
     except Exception as e: raise invalid_request(f'The multipart form could not be read: {e}', 'file') from None
 
+async def _held(ticket:Ticket, it):
+    "The items of async iterator `it`; the ticket is released when it ends or the client leaves."
+    try:
+        async for x in it: yield x
+    finally: ticket.release()
+
 async def _transcript_response(request:Request, task:str):
     eng = audio_of(request)
     r, file = parse_transcription_form(await _form(request, eng), eng.max_upload_bytes)
     data = await file.read()
-    segs, info = await eng.transcribe(r, data, file.filename or 'file', task)
-    if r.stream: return EventSourceResponse(_transcript_events(segs, info))
-    segs = await asyncio.to_thread(list, segs)
+    ticket = eng.admission.enter()
+    try:
+        segs, info = await eng.transcribe(r, data, file.filename or 'file', task)
+        if r.stream: return EventSourceResponse(_held(ticket, _transcript_events(segs, info)))
+        segs = await asyncio.to_thread(list, segs)
+    finally:
+        if not r.stream: ticket.release()
     f = r.response_format
     if f == 'json': return {'text': transcript_text(segs), 'usage': _usage(info)}
     if f == 'verbose_json':
@@ -502,10 +532,11 @@ async def create_speech(request:Request):
     "OpenAI `POST /v1/audio/speech`, streamed as it is synthesised."
     try: body = await request.json()
     except Exception: raise invalid_request('The request body must be JSON.') from None
-    r = parse_speech_request(body)
-    synth, speaker = await asyncio.to_thread(audio_of(request).voice, r.model, r.voice)
+    r, eng = parse_speech_request(body), audio_of(request)
+    synth, speaker = await asyncio.to_thread(eng.voice, r.model, r.voice)
+    ticket = eng.admission.enter()
     await asyncio.to_thread(synth.load)
-    chunks = iterate_in_threadpool(speech_bytes(synth, r.input, speaker, r.speed, r.response_format))
+    chunks = _held(ticket, iterate_in_threadpool(speech_bytes(synth, r.input, speaker, r.speed, r.response_format)))
     return StreamingResponse(chunks, media_type=SPEECH_FORMATS[r.response_format][2],
                              headers={'x-hybrie-voice': f'{synth.name}:{synth.speakers[speaker]}'})
 

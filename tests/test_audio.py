@@ -208,3 +208,28 @@ def test_oversize_upload_413(spoken):
         r = httpx.post(s.url + '/audio/transcriptions', files={'file': ('big.wav', big)}, data={'model': 'whisper-1'}, timeout=30)
         assert r.status_code == 413
         assert c.audio.transcriptions.create(model='whisper-1', file=('small.wav', spoken[:60000])).text
+
+
+def test_audio_overload_429_and_places_come_back(spoken):
+    "One audio request in flight at most: a burst gets 429s with Retry-After, and afterwards requests pass again."
+    import asyncio
+    with start_server(env={'HYBRIE_MAX_QUEUE': '0', 'HYBRIE_MAX_BATCH_SIZE': '1'}) as s:
+        async def burst():
+            async with httpx.AsyncClient(timeout=300) as c:
+                tr = [c.post(s.url + '/audio/transcriptions', files={'file': ('a.wav', spoken)}, data={'model': 'whisper-1'}) for _ in range(4)]
+                sp = [c.post(s.url + '/audio/speech', json={'model': 'tts-1', 'voice': 'alloy', 'input': TEXT}) for _ in range(2)]
+                return await asyncio.gather(*tr, *sp)
+        codes = [r.status_code for r in asyncio.run(burst())]
+        assert 200 in codes and 429 in codes, codes
+        c = openai.OpenAI(base_url=s.url, api_key='unused', max_retries=0)
+        with c.audio.speech.with_streaming_response.create(model='tts-1', voice='alloy', input=TEXT) as r:
+            next(r.iter_bytes())  # leave a stream half read: its place must come back once the server sees it closed
+        deadline = time.time() + 20
+        while True:
+            try: c.audio.speech.create(model='tts-1', voice='alloy', input='Back?', response_format='pcm'); break
+            except openai.RateLimitError:
+                assert time.time() < deadline, 'the abandoned stream kept its place'
+                time.sleep(0.5)
+        for _ in range(3):
+            assert c.audio.transcriptions.create(model='whisper-1', file=('a.wav', spoken)).text
+            assert c.audio.speech.create(model='tts-1', voice='alloy', input='Still here.', response_format='wav').content[:4] == b'RIFF'
