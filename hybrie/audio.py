@@ -39,6 +39,8 @@ def read_audio(data:bytes, # The uploaded file's bytes
     from faster_whisper import decode_audio
     if not data: raise invalid_request(f'The uploaded file `{filename}` is empty.', 'file', 'empty_file')
     try: samples = decode_audio(io.BytesIO(data), sampling_rate=WHISPER_RATE)
+    except IndexError:  # PyAV's `decode(audio=0)` on a container without an audio stream
+        raise invalid_request(f'The uploaded file `{filename}` has no audio track.', 'file', 'invalid_audio') from None
     except Exception as e:  # FFmpeg's many errors all mean: this is not audio we can read
         raise invalid_request(f'The uploaded file `{filename}` could not be decoded as audio ({getattr(e, "strerror", None) or e}). '
                               'Send wav, mp3, flac, ogg/opus, webm or m4a.', 'file', 'invalid_audio') from None
@@ -222,6 +224,10 @@ class PiperSynthesizer:
                     self._voice = PiperVoice.load(self.onnx, use_cuda=self.cuda)
         return self._voice
 
+    def has_speech(self, text:str) -> bool:
+        "Whether `text` gives Piper anything to say (`...` or `?!` alone do not)."
+        return any(self.load().phonemize(text))
+
     def chunks(self, text:str, speaker:int=0, speed:float=1.0) -> Iterator[np.ndarray]:
         "int16 audio at `sample_rate`, one array per sentence."
         from piper import SynthesisConfig
@@ -272,6 +278,8 @@ class OmniSynthesizer:
         self.id, self.path, self.device = id, Path(path), device
         self.name, self.language = id, 'multilingual'
         self._m, self._lock = None, threading.Lock()
+
+    def has_speech(self, text:str) -> bool: return bool(text.strip())
 
     def load(self):
         if self._m is None:
@@ -536,6 +544,8 @@ async def create_speech(request:Request):
     synth, speaker = await asyncio.to_thread(eng.voice, r.model, r.voice)
     ticket = eng.admission.enter()
     await asyncio.to_thread(synth.load)
+    if not await asyncio.to_thread(synth.has_speech, r.input):
+        raise invalid_request('`input` holds nothing to speak: no words, only punctuation or spaces.', 'input')
     chunks = _held(ticket, iterate_in_threadpool(speech_bytes(synth, r.input, speaker, r.speed, r.response_format)))
     return StreamingResponse(chunks, media_type=SPEECH_FORMATS[r.response_format][2],
                              headers={'x-hybrie-voice': f'{synth.name}:{synth.speakers[speaker]}'})

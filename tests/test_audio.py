@@ -107,6 +107,7 @@ def test_voices_and_aliases(server, client):
 @pytest.mark.parametrize('kw, err', [
     (dict(model='tts-1', voice='darth-vader', input='hi'), openai.BadRequestError),
     (dict(model='tts-1', voice='alloy', input=''), openai.BadRequestError),
+    (dict(model='tts-1', voice='alloy', input='... ?!'), openai.BadRequestError),
     (dict(model='tts-1', voice='alloy', input='hi', response_format='ogg'), openai.BadRequestError),
     (dict(model='tts-1', voice='alloy', input='hi', speed=4.5), openai.BadRequestError),
     (dict(model='tts-1', voice='alloy', input='x'*5000), openai.BadRequestError),
@@ -185,6 +186,17 @@ def test_streamed_transcript(client, spoken):
 def test_garbage_uploads_400(client, file, msg):
     with pytest.raises(openai.BadRequestError) as e: client.audio.transcriptions.create(model='whisper-1', file=file)
     assert e.value.status_code == 400 and msg in e.value.message and e.value.param == 'file'
+
+
+def test_video_without_audio_400(client):
+    buf = io.BytesIO()
+    with av.open(buf, 'w', format='mp4') as out:
+        st = out.add_stream('mpeg4', rate=10); st.width, st.height, st.pix_fmt = 64, 64, 'yuv420p'
+        for _ in range(10):
+            for p in st.encode(av.VideoFrame.from_ndarray(np.zeros((64, 64, 3), np.uint8), format='rgb24')): out.mux(p)
+        for p in st.encode(None): out.mux(p)
+    with pytest.raises(openai.BadRequestError) as e: client.audio.transcriptions.create(model='whisper-1', file=('clip.mp4', buf.getvalue()))
+    assert 'no audio track' in e.value.message
 
 
 def test_transcription_errors(client, server, spoken):
