@@ -13,6 +13,7 @@ from fastcore.basics import patch
 from prometheus_client import Counter, Gauge, Histogram
 from .protocol import HybrieError, ChatRequest, ModelInfo, invalid_request, model_not_found
 from .config import Settings
+from .loader import make_row_stable
 
 # %% auto #0
 __all__ = ['log', 'ADAPTER_LOADS', 'ADAPTER_LOAD_TIME', 'ADAPTER_REQUESTS', 'ADAPTERS_LOADED', 'BASE', 'AdapterFiles',
@@ -126,7 +127,7 @@ def load(self:AdapterRegistry, id:str, path:str, base_model:str|None=None) -> Ad
             res = set_peft_model_state_dict(self.peft, files.weights, adapter_name=id)
             missing = [k for k in res.missing_keys if '.lora_' in k and f'.{id}.' in k]
             if missing: raise ValueError(f'{len(missing)} LoRA weights are missing, e.g. {missing[0]}')
-            self.peft.to(self.lm.device).eval()
+            make_row_stable(self.peft.to(self.lm.device).eval())
             self.lm.model = self.peft
         except (ValueError, RuntimeError, KeyError) as e:
             self._delete(id)

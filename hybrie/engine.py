@@ -12,14 +12,18 @@ import torch
 from jinja2 import TemplateError
 from transformers import DynamicCache
 from transformers.cache_utils import Cache, DynamicLayer
+from transformers import AttentionInterface, AttentionMaskInterface
+from transformers.masking_utils import sdpa_mask
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from .protocol import *
 from .config import Settings
-from .loader import LoadedModel
+from .loader import LoadedModel, make_row_stable
 from fastcore.basics import patch
 from .sampler import RowSampler, sample_batch, IncrementalDetokenizer, StopMatcher, ReasoningSplitter
 
 # %% auto #0
-__all__ = ['log', 'check_supported', 'render_prompt', 'Sequence', 'GrowingLayer', 'GrowingCache', 'RunningBatch', 'LocalEngine']
+__all__ = ['log', 'check_supported', 'render_prompt', 'Sequence', 'GrowingLayer', 'GrowingCache', 'row_attention', 'row_padding',
+           'RunningBatch', 'LocalEngine']
 
 # %% ../nbs/05_engine.ipynb #69a80a4b
 log = logging.getLogger('hybrie.engine')
@@ -139,6 +143,36 @@ class GrowingCache(DynamicCache):
     "A `DynamicCache` of `GrowingLayer`s."
     def __init__(self): Cache.__init__(self, layer_class_to_replicate=GrowingLayer)
 
+# %% ../nbs/05_engine.ipynb #4cf16592
+_rows = threading.local()
+
+def row_attention(module, query, key, value, attention_mask, **kwargs):
+    "SDPA per group of rows with equal left padding, each over its own keys only."
+    starts = getattr(_rows, 'starts', None)
+    if starts is None: return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+    Tk, Lq = key.shape[2], query.shape[2]
+    groups = {}
+    for b,s in enumerate(starts): groups.setdefault(s, []).append(b)
+    if len(groups) == 1:  # equal padding (always zero in a prefill group): one call over the shared suffix
+        s = starts[0]
+        return sdpa_attention_forward(module, query[:, :, max(0, s-(Tk-Lq)):], key[:, :, s:], value[:, :, s:], None, **kwargs)
+    out = query.new_zeros(query.shape[0], Lq, query.shape[1], query.shape[3])
+    for s, rows in groups.items():
+        qs, ix = max(0, s-(Tk-Lq)), torch.tensor(rows)
+        o, _ = sdpa_attention_forward(module, query[ix, :, qs:], key[ix, :, s:], value[ix, :, s:], None, **kwargs)
+        out[ix, qs:] = o
+    return out, None
+
+AttentionInterface.register('hybrie_rows', row_attention)
+AttentionMaskInterface.register('hybrie_rows', sdpa_mask)
+
+@contextlib.contextmanager
+def row_padding(starts:list[int]):
+    "Tell `row_attention` where each row's keys begin during one forward."
+    _rows.starts = starts
+    try: yield
+    finally: _rows.starts = None
+
 # %% ../nbs/05_engine.ipynb #32070f5d
 def _pad_left(t:torch.Tensor, n:int, dim:int) -> torch.Tensor:
     if n == 0: return t
@@ -181,6 +215,8 @@ class LocalEngine:
     def __init__(self, lm:LoadedModel, settings:Settings|None=None, adapters=None):
         self.lm, self.s = lm, settings or Settings()
         self.adapters = adapters
+        lm.model.set_attn_implementation('hybrie_rows')
+        make_row_stable(lm.model)
         self.pending, self.batch = deque(), RunningBatch()
         self.cv = threading.Condition()
         self.closing = False
@@ -274,9 +310,9 @@ def submit(self:LocalEngine, seqs:list[Sequence]):
 @patch
 def _forward(self:LocalEngine, ids, mask, pos, cache, rows):
     step = self.adapters.step([r.adapter for r in rows]) if self.adapters is not None else contextlib.nullcontext({})
-    with step as kw, torch.inference_mode():
-        out = self.lm.model(input_ids=ids, attention_mask=mask, position_ids=pos, cache=cache,
-                            use_cache=True, logits_to_keep=1, **kw)
+    starts = (mask.shape[1] - mask.sum(-1)).tolist()
+    with step as kw, row_padding(starts), torch.inference_mode():
+        out = self.lm.model(input_ids=ids, position_ids=pos, cache=cache, use_cache=True, logits_to_keep=1, **kw)
     return out.logits[:, -1]
 
 @patch
