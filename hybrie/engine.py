@@ -22,8 +22,8 @@ from fastcore.basics import patch
 from .sampler import RowSampler, sample_batch, IncrementalDetokenizer, StopMatcher, ReasoningSplitter
 
 # %% auto #0
-__all__ = ['log', 'check_supported', 'render_prompt', 'Sequence', 'GrowingLayer', 'GrowingCache', 'row_attention', 'row_padding',
-           'RunningBatch', 'LocalEngine']
+__all__ = ['log', 'check_supported', 'render_prompt', 'Sequence', 'GrowingLayer', 'GrowingCache', 'decode_attention',
+           'row_attention', 'row_padding', 'RunningBatch', 'LocalEngine']
 
 # %% ../nbs/05_engine.ipynb #69a80a4b
 log = logging.getLogger('hybrie.engine')
@@ -146,21 +146,34 @@ class GrowingCache(DynamicCache):
 # %% ../nbs/05_engine.ipynb #4cf16592
 _rows = threading.local()
 
+def decode_attention(module, query, key, value, scaling=None, **kwargs):
+    "Attention of one new token per row over its keys: two matmuls and a float32 softmax (transformers' eager maths)."
+    B, H, _, D = query.shape
+    KV = key.shape[1]
+    q = query.view(B, KV, H // KV, D)  # grouped-query heads packed, no repeated keys
+    s = torch.matmul(q, key.transpose(-1, -2)).float() * (scaling or D ** -0.5)
+    o = torch.matmul(torch.softmax(s, -1).to(value.dtype), value)
+    return o.reshape(B, H, 1, D).transpose(1, 2)
+
 def row_attention(module, query, key, value, attention_mask, **kwargs):
-    "SDPA per group of rows with equal left padding, each over its own keys only."
+    "Attention per group of rows with equal left padding, each over its own keys only."
     starts = getattr(_rows, 'starts', None)
     if starts is None: return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
     Tk, Lq = key.shape[2], query.shape[2]
+    decode = Lq == 1 and kwargs.get('softcap') is None
+    def attend(q, k, v):
+        return decode_attention(module, q, k, v, **kwargs) if decode else sdpa_attention_forward(module, q, k, v, None, **kwargs)[0]
     groups = {}
     for b,s in enumerate(starts): groups.setdefault(s, []).append(b)
     if len(groups) == 1:  # equal padding (always zero in a prefill group): one call over the shared suffix
         s = starts[0]
-        return sdpa_attention_forward(module, query[:, :, max(0, s-(Tk-Lq)):], key[:, :, s:], value[:, :, s:], None, **kwargs)
+        return attend(query[:, :, max(0, s-(Tk-Lq)):], key[:, :, s:], value[:, :, s:]), None
     out = query.new_zeros(query.shape[0], Lq, query.shape[1], query.shape[3])
     for s, rows in groups.items():
-        qs, ix = max(0, s-(Tk-Lq)), torch.tensor(rows)
-        o, _ = sdpa_attention_forward(module, query[ix, :, qs:], key[ix, :, s:], value[ix, :, s:], None, **kwargs)
-        out[ix, qs:] = o
+        qs = max(0, s-(Tk-Lq))
+        # consecutive rows are a slice (a view of the cache, no copy); others are gathered
+        ix = slice(rows[0], rows[-1]+1) if rows[-1] - rows[0] == len(rows) - 1 else torch.tensor(rows)
+        out[ix, qs:] = attend(query[ix, :, qs:], key[ix, :, s:], value[ix, :, s:])
     return out, None
 
 AttentionInterface.register('hybrie_rows', row_attention)
@@ -217,7 +230,7 @@ class LocalEngine:
         self.adapters = adapters
         lm.model.set_attn_implementation('hybrie_rows')
         make_row_stable(lm.model)
-        self.pending, self.batch = deque(), RunningBatch()
+        self.pending, self.batch, self.outbox = deque(), RunningBatch(), []
         self.cv = threading.Condition()
         self.closing = False
         self.steps = 0
@@ -277,7 +290,7 @@ def _sequences(self:LocalEngine, req:ChatRequest, post:Callable, adapter:str|Non
 async def chat(self:LocalEngine, req:ChatRequest) -> AsyncIterator[Chunk]:
     "Serve one chat request, yielding chunks as the scheduler produces them."
     loop, q = asyncio.get_running_loop(), asyncio.Queue()
-    def post(c): loop.call_soon_threadsafe(q.put_nowait, c)
+    def post(c): self.outbox.append((loop, q, c))  # runs on the scheduler thread; delivered by `_flush`
     seqs = self.prepare(req, post)
     try: self.submit(seqs)
     except HybrieError:
@@ -363,8 +376,25 @@ def _loop(self:LocalEngine):
         try:
             if admit: self._prefill(admit)
         except Exception as e: self._fail(admit, e)
+        self._flush()
         self.batch.keep([i for i,r in enumerate(self.batch.rows) if not (r.done or r.cancelled)])
         if not self.batch.rows: continue
         try: self._step()
         except Exception as e:
             self._fail(self.batch.rows, e); self.batch.keep([])
+        self._flush()
+
+# %% ../nbs/05_engine.ipynb #a5183bca
+def _deliver(items):
+    for q, c in items: q.put_nowait(c)
+
+@patch
+def _flush(self:LocalEngine):
+    "Deliver the chunks posted during a step: one call per event loop."
+    if not self.outbox: return
+    items, self.outbox = self.outbox, []
+    by_loop = {}
+    for loop, q, c in items: by_loop.setdefault(loop, []).append((q, c))
+    for loop, its in by_loop.items():
+        try: loop.call_soon_threadsafe(_deliver, its)
+        except RuntimeError: pass  # that request's event loop is closed: nobody is waiting
