@@ -290,6 +290,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                'hybrie.loader.make_row_stable': ('loader.html#make_row_stable', 'hybrie/loader.py'),
                                'hybrie.loader.pick_device': ('loader.html#pick_device', 'hybrie/loader.py'),
                                'hybrie.loader.pick_dtype': ('loader.html#pick_dtype', 'hybrie/loader.py')},
+            'hybrie.metrics': {'hybrie.metrics.metric': ('metrics.html#metric', 'hybrie/metrics.py')},
             'hybrie.protocol': { 'hybrie.protocol.ChatCompletionAccumulator': ( 'protocol.html#chatcompletionaccumulator',
                                                                                 'hybrie/protocol.py'),
                                  'hybrie.protocol.ChatCompletionAccumulator.__init__': ( 'protocol.html#chatcompletionaccumulator.__init__',

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 from fastcore.basics import patch
 from prometheus_client import Counter, Gauge, Histogram
+from .metrics import metric
 from .protocol import HybrieError, ChatRequest, ModelInfo, invalid_request, model_not_found
 from .config import Settings
 from .loader import make_row_stable
@@ -21,10 +22,10 @@ __all__ = ['log', 'ADAPTER_LOADS', 'ADAPTER_LOAD_TIME', 'ADAPTER_REQUESTS', 'ADA
 
 # %% ../nbs/04_adapters.ipynb #81e60674
 log = logging.getLogger('hybrie.adapters')
-ADAPTER_LOADS = Counter('hybrie_adapter_loads', 'Adapters loaded', ['result'])
-ADAPTER_LOAD_TIME = Histogram('hybrie_adapter_load_seconds', 'Time to load an adapter', buckets=(.01,.025,.05,.1,.25,.5,1,2.5,5,10))
-ADAPTER_REQUESTS = Counter('hybrie_adapter_requests', 'Requests served through an adapter', ['adapter'])
-ADAPTERS_LOADED = Gauge('hybrie_adapters_loaded', 'Adapters loaded now')
+ADAPTER_LOADS = metric(Counter, 'hybrie_adapter_loads', 'Adapters loaded', ['result'])
+ADAPTER_LOAD_TIME = metric(Histogram, 'hybrie_adapter_load_seconds', 'Time to load an adapter', buckets=(.01,.025,.05,.1,.25,.5,1,2.5,5,10))
+ADAPTER_REQUESTS = metric(Counter, 'hybrie_adapter_requests', 'Requests served through an adapter', ['adapter'])
+ADAPTERS_LOADED = metric(Gauge, 'hybrie_adapters_loaded', 'Adapters loaded now')
 BASE = '__base__'  # peft's name for "no adapter" in `adapter_names`
 
 # %% ../nbs/04_adapters.ipynb #36712139

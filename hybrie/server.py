@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from sse_starlette.sse import EventSourceResponse
 from prometheus_client import Counter, Gauge, Histogram, generate_latest, CONTENT_TYPE_LATEST
+from .metrics import metric
 from .protocol import *
 from .config import Settings, Catalog
 
@@ -39,13 +40,13 @@ class Runtime:
         return [c for c in (self.chat, self.embeddings, self.audio) if c is not None]
 
 # %% ../nbs/11_server.ipynb #8b13c26e
-REQUESTS_RUNNING = Gauge('hybrie_requests_running', 'Requests being served now', ['endpoint'])
-REQUESTS = Counter('hybrie_requests', 'Requests served, by endpoint and status', ['endpoint', 'status'])
-LATENCY = Histogram('hybrie_request_latency_seconds', 'Time from request to last byte', ['endpoint'],
-                    buckets=(.005,.01,.025,.05,.1,.25,.5,1,2.5,5,10,30,60,120))
-TTFT = Histogram('hybrie_time_to_first_token_seconds', 'Time from request to first chunk', ['executed_by'],
-                 buckets=(.005,.01,.025,.05,.1,.25,.5,1,2.5,5,10,30))
-TOKENS = Counter('hybrie_tokens', 'Tokens processed', ['kind'])  # kind: prompt | generated
+REQUESTS_RUNNING = metric(Gauge, 'hybrie_requests_running', 'Requests being served now', ['endpoint'])
+REQUESTS = metric(Counter, 'hybrie_requests', 'Requests served, by endpoint and status', ['endpoint', 'status'])
+LATENCY = metric(Histogram, 'hybrie_request_latency_seconds', 'Time from request to last byte', ['endpoint'],
+                 buckets=(.005,.01,.025,.05,.1,.25,.5,1,2.5,5,10,30,60,120))
+TTFT = metric(Histogram, 'hybrie_time_to_first_token_seconds', 'Time from request to first chunk', ['executed_by'],
+              buckets=(.005,.01,.025,.05,.1,.25,.5,1,2.5,5,10,30))
+TOKENS = metric(Counter, 'hybrie_tokens', 'Tokens processed', ['kind'])  # kind: prompt | generated
 
 # %% ../nbs/11_server.ipynb #7a5de8ac
 def error_response(e:HybrieError) -> JSONResponse:
