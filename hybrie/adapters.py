@@ -42,8 +42,9 @@ def _adapter_dir(path:str) -> Path:
     if p.exists(): return p
     if '/' in path and not path.startswith(('/', '.', '~')):
         from huggingface_hub import snapshot_download
+        from huggingface_hub.errors import LocalEntryNotFoundError, HFValidationError
         try: return Path(snapshot_download(path, local_files_only=True))
-        except Exception: pass
+        except (LocalEntryNotFoundError, HFValidationError): pass  # not in the cache: the 400 below says so
     raise invalid_request(f'Adapter path `{path}` does not exist (neither a folder nor a Hugging Face repo in the local cache).', 'path')
 
 def read_adapter(path:str, max_rank:int=256) -> AdapterFiles:
