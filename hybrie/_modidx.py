@@ -157,6 +157,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                               'hybrie.cloud._anthropic_usage': ('cloud.html#_anthropic_usage', 'hybrie/cloud.py'),
                               'hybrie.cloud._body_message': ('cloud.html#_body_message', 'hybrie/cloud.py'),
                               'hybrie.cloud._changed': ('cloud.html#_changed', 'hybrie/cloud.py'),
+                              'hybrie.cloud._chat_body': ('cloud.html#_chat_body', 'hybrie/cloud.py'),
                               'hybrie.cloud._close_stream': ('cloud.html#_close_stream', 'hybrie/cloud.py'),
                               'hybrie.cloud._gemini_chunks': ('cloud.html#_gemini_chunks', 'hybrie/cloud.py'),
                               'hybrie.cloud._gemini_tool_config': ('cloud.html#_gemini_tool_config', 'hybrie/cloud.py'),

@@ -252,6 +252,17 @@ _OPENAI_PARAMS = {k: k for k in ('temperature', 'top_p', 'presence_penalty', 'fr
     | {'max_tokens': 'max_completion_tokens', 'logit_bias': 'logit_bias'}
 _STREAM_USAGE = {'stream': True, 'stream_options': {'include_usage': True}}
 
+def _chat_body(req, info, msgs, kw, dropped):
+    "The body of an OpenAI-style chat request (OpenAI, Mistral): thinking switch, `n`, tools and format added to `kw`."
+    if req.thinking is not None:
+        sw = info and (info.thinking_on if req.thinking else info.thinking_off)
+        if sw: kw.update(sw)
+        elif req.thinking: dropped.append('thinking_mode')
+    if req.n > 1: kw['n'] = req.n
+    for k in ('tools', 'tool_choice', 'response_format'):
+        if getattr(req, k) is not None: kw[k] = getattr(req, k)
+    return {'model': req.model, 'messages': msgs, **kw}, dropped
+
 class OpenAIEngine(CloudEngine):
     "OpenAI chat completions through the `openai` SDK."
     provider = 'openai'
@@ -264,14 +275,7 @@ class OpenAIEngine(CloudEngine):
         msgs = [m if len(m) == 2 and 'content' in m else {k: m[k] for k in _OPENAI_KEYS if k in m} for m in req.messages]
         kw, dropped = _map_params(req.sampling, _OPENAI_PARAMS)
         if 'logit_bias' in kw: kw['logit_bias'] = {str(k): v for k, v in kw['logit_bias'].items()}
-        if req.thinking is not None:
-            sw = info and (info.thinking_on if req.thinking else info.thinking_off)
-            if sw: kw.update(sw)
-            elif req.thinking: dropped.append('thinking_mode')
-        if req.n > 1: kw['n'] = req.n
-        for k in ('tools', 'tool_choice', 'response_format'):
-            if getattr(req, k) is not None: kw[k] = getattr(req, k)
-        return {'model': req.model, 'messages': msgs, **kw}, dropped
+        return _chat_body(req, info, msgs, kw, dropped)
 
     async def complete(self, kw):
         r = await self.client.post('/chat/completions', body=kw, cast_to=httpx2.Response)
@@ -578,14 +582,7 @@ async def translate(self:MistralEngine, req, info):
             if p['type'] not in ('text', 'image_url'): _unsupported_part(p, i, self.provider)
     msgs = [{k: (_mistral_content(m[k]) if k == 'content' else m[k]) for k in _OPENAI_KEYS if k in m} for m in req.messages]
     kw, dropped = _map_params(req.sampling, _MISTRAL_PARAMS)
-    if req.thinking is not None:
-        sw = info and (info.thinking_on if req.thinking else info.thinking_off)
-        if sw: kw.update(sw)
-        elif req.thinking: dropped.append('thinking_mode')
-    if req.n > 1: kw['n'] = req.n
-    for k in ('tools', 'tool_choice', 'response_format'):
-        if getattr(req, k) is not None: kw[k] = getattr(req, k)
-    return {'model': req.model, 'messages': msgs, **kw}, dropped
+    return _chat_body(req, info, msgs, kw, dropped)
 
 # %% ../nbs/06_cloud.ipynb #903bd483
 def _mistral_text(content) -> tuple[str, str]:
