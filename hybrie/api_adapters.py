@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, Field
 from .protocol import HybrieError
+from .loader import run_released  # loads run on worker threads, which give their CPU workers back after
 
 # %% auto #0
 __all__ = ['router', 'LoadAdapter', 'VllmLoad', 'VllmUnload', 'load_adapter', 'list_adapters', 'get_adapter', 'unload_adapter',
@@ -39,7 +40,7 @@ def _registry(request:Request):
 @router.post('/v1/adapters', status_code=201)
 async def load_adapter(body:LoadAdapter, request:Request):
     "Load a LoRA adapter."
-    a = await asyncio.to_thread(_registry(request).load, body.id, body.path, body.base_model)
+    a = await asyncio.to_thread(run_released, _registry(request).load, body.id, body.path, body.base_model)
     return a.card()
 
 @router.get('/v1/adapters')
@@ -52,16 +53,16 @@ async def get_adapter(adapter_id:str, request:Request): return _registry(request
 
 @router.delete('/v1/adapters/{adapter_id:path}')
 async def unload_adapter(adapter_id:str, request:Request):
-    a = await asyncio.to_thread(_registry(request).unload, adapter_id)
+    a = await asyncio.to_thread(run_released, _registry(request).unload, adapter_id)
     return {'id':a.id, 'object':'adapter', 'deleted':True}
 
 # %% ../nbs/11c_api_adapters.ipynb #41439fa6
 @router.post('/v1/load_lora_adapter')
 async def vllm_load(body:VllmLoad, request:Request):
-    await asyncio.to_thread(_registry(request).load, body.lora_name, body.lora_path)
+    await asyncio.to_thread(run_released, _registry(request).load, body.lora_name, body.lora_path)
     return PlainTextResponse(f"Success: LoRA adapter '{body.lora_name}' added successfully.")
 
 @router.post('/v1/unload_lora_adapter')
 async def vllm_unload(body:VllmUnload, request:Request):
-    await asyncio.to_thread(_registry(request).unload, body.lora_name)
+    await asyncio.to_thread(run_released, _registry(request).unload, body.lora_name)
     return PlainTextResponse(f"Success: LoRA adapter '{body.lora_name}' removed successfully.")

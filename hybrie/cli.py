@@ -26,7 +26,7 @@ def _optional(module:str, factory:str, *args):
 
 def build_runtime(s:Settings, adapters:dict[str,str]|None=None, local:bool=True):
     "Load the chat model (unless `local` is off: cloud only) and build the runtime's components."
-    from hybrie.loader import load_model
+    from hybrie.loader import load_model, release_omp_workers
     from hybrie.engine import LocalEngine
     from hybrie.server import Runtime
     cat = Catalog(s)
@@ -43,6 +43,7 @@ def build_runtime(s:Settings, adapters:dict[str,str]|None=None, local:bool=True)
     engine = LocalEngine(lm, s, registry)
     if registry is not None:
         for id,path in {**s.adapters, **(adapters or {})}.items(): registry.load(id, path, lm.id)
+    release_omp_workers()  # the main thread is done with torch; its CPU workers would slow the engine's thread
     chat = _optional('hybrie.router', 'make_router', s, cat, engine) or engine
     return Runtime(s, cat, chat, embeddings=_optional('hybrie.embeddings', 'make_embeddings', s, cat),
                    audio=_optional('hybrie.audio', 'make_audio', s, cat), adapters=registry)

@@ -165,16 +165,19 @@ def length_groups(lens:list[int], # Token counts
 # %% ../nbs/09_embeddings.ipynb #13d4bdc7
 @patch
 def forward(self:EmbeddingModel, ids:list[list[int]]) -> list[np.ndarray]:
-    "The embedding of each id list (synchronous; runs on a worker thread)."
+    "The embedding of each id list (synchronous; runs on a worker thread, whose CPU workers it gives back)."
     import torch
-    st = self.load()
-    out = [None]*len(ids)
-    for part in length_groups([len(x) for x in ids], self.batch_size):
-        feats = st.tokenizer.pad({'input_ids': [ids[i] for i in part]}, return_tensors='pt')
-        feats = {k: v.to(st.device) for k, v in feats.items()}
-        with torch.inference_mode(): emb = st(feats)['sentence_embedding'].float().cpu().numpy()
-        for j, i in enumerate(part): out[i] = emb[j]
-    return out
+    from hybrie.loader import run_released
+    def run():
+        st = self.load()
+        out = [None]*len(ids)
+        for part in length_groups([len(x) for x in ids], self.batch_size):
+            feats = st.tokenizer.pad({'input_ids': [ids[i] for i in part]}, return_tensors='pt')
+            feats = {k: v.to(st.device) for k, v in feats.items()}
+            with torch.inference_mode(): emb = st(feats)['sentence_embedding'].float().cpu().numpy()
+            for j, i in enumerate(part): out[i] = emb[j]
+        return out
+    return run_released(run)
 
 @patch
 async def embed(self:EmbeddingModel, ids:list[list[int]]) -> list[np.ndarray]:

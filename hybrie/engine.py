@@ -17,7 +17,7 @@ from transformers.masking_utils import sdpa_mask
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from .protocol import *
 from .config import Settings
-from .loader import LoadedModel, make_row_stable
+from .loader import LoadedModel, fuse_projections, make_row_stable, release_omp_workers
 from fastcore.basics import patch
 from .sampler import RowSampler, sample_batch, IncrementalDetokenizer, StopMatcher, ReasoningSplitter
 
@@ -229,7 +229,8 @@ class LocalEngine:
         self.lm, self.s = lm, settings or Settings()
         self.adapters = adapters
         lm.model.set_attn_implementation('hybrie_rows')
-        make_row_stable(lm.model)
+        make_row_stable(fuse_projections(lm.model))
+        release_omp_workers()  # all torch work on CPU happens on the engine's thread (see `release_omp_workers`)
         self.pending, self.batch, self.outbox = deque(), RunningBatch(), []
         self.cv = threading.Condition()
         self.closing = False

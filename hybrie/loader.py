@@ -13,8 +13,9 @@ from .config import Resolved, Settings, Catalog
 from .protocol import HybrieError
 
 # %% auto #0
-__all__ = ['log', 'DTYPES', 'pick_device', 'cpu_bf16_speedup', 'pick_dtype', 'gguf_cache', 'RowStableLinear', 'make_row_stable',
-           'LoadedModel', 'load_model']
+__all__ = ['log', 'DTYPES', 'SIBLINGS', 'pick_device', 'cpu_bf16_speedup', 'pick_dtype', 'gguf_cache', 'stable_linear',
+           'RowStableLinear', 'make_row_stable', 'LinearGroup', 'GroupLinear', 'fuse_projections',
+           'release_omp_workers', 'run_released', 'LoadedModel', 'load_model']
 
 # %% ../nbs/03_loader.ipynb #b106d113
 log = logging.getLogger('hybrie.loader')
@@ -86,18 +87,78 @@ def gguf_cache(r:Resolved, cache_dir:Path) -> Path:
 # %% ../nbs/03_loader.ipynb #aff48dc3
 import torch.nn.functional as F
 
+def stable_linear(x:torch.Tensor, w:torch.Tensor, b:torch.Tensor|None=None) -> torch.Tensor:
+    "`F.linear`, computing a single row as two so that it takes the kernel of a batch."
+    if x.shape[-1] == x.numel() and not torch.is_grad_enabled(): return F.linear(torch.cat([x, x]), w, b)[:1]
+    return F.linear(x, w, b)
+
 class RowStableLinear(torch.nn.Linear):
     "An `nn.Linear` that computes one row with the same kernel as many."
-    def forward(self, x):
-        if x.shape[-1] == x.numel() and not torch.is_grad_enabled():
-            return F.linear(torch.cat([x, x]), self.weight, self.bias)[:1]
-        return F.linear(x, self.weight, self.bias)
+    def forward(self, x): return stable_linear(x, self.weight, self.bias)
 
 def make_row_stable(model:torch.nn.Module) -> torch.nn.Module:
     "Make every plain `nn.Linear` of `model` a `RowStableLinear` (in place)."
     for m in model.modules():
         if type(m) is torch.nn.Linear: m.__class__ = RowStableLinear
     return model
+
+# %% ../nbs/03_loader.ipynb #cad6f057
+class LinearGroup:
+    "Linear layers that take the same input, stacked into one weight."
+    def __init__(self, mods:list[torch.nn.Linear]):
+        self.sizes = [m.out_features for m in mods]
+        self.weight = torch.cat([m.weight.data for m in mods])
+        self.bias = torch.cat([m.bias.data for m in mods]) if mods[0].bias is not None else None
+        self.x, self.outs, o = None, [], 0
+        for i, m in enumerate(mods):
+            m.weight.data = self.weight[o:o+m.out_features]
+            if self.bias is not None: m.bias.data = self.bias[o:o+m.out_features]
+            m.__class__, m.group, m.index = GroupLinear, self, i
+            o += m.out_features
+
+class GroupLinear(torch.nn.Linear):
+    "A linear layer computed together with the rest of its `LinearGroup` in one matrix multiply."
+    def forward(self, x):
+        if torch.is_grad_enabled(): return F.linear(x, self.weight, self.bias)
+        g = self.group
+        if g.x is not x or g.outs[self.index] is None:
+            g.x, g.outs = x, list(stable_linear(x, g.weight, g.bias).split(g.sizes, -1))
+        out, g.outs[self.index] = g.outs[self.index], None
+        if all(o is None for o in g.outs): g.x = None  # do not keep the input alive
+        return out
+
+SIBLINGS = (('q_proj', 'k_proj', 'v_proj'), ('gate_proj', 'up_proj'))
+
+def fuse_projections(model:torch.nn.Module, siblings=SIBLINGS) -> torch.nn.Module:
+    "Group the sibling projections of every module of `model` (in place; plain `nn.Linear`s of one shape family only)."
+    for mod in model.modules():
+        for names in siblings:
+            ms = [getattr(mod, n, None) for n in names]
+            if all(type(m) is torch.nn.Linear for m in ms) and len({(m.in_features, m.weight.dtype, m.weight.device, m.bias is None) for m in ms}) == 1:
+                LinearGroup(ms)
+    return model
+
+# %% ../nbs/03_loader.ipynb #a0e00224
+import ctypes
+
+@lru_cache(1)
+def _openmp():
+    "The OpenMP runtime torch was built with (a library in torch's own folder), or None."
+    for pat in ('libgomp*', 'libomp*', 'libiomp*'):
+        for p in sorted((Path(torch.__file__).parent/'lib').glob(pat)):
+            try: lib = ctypes.CDLL(str(p))
+            except OSError: continue
+            if hasattr(lib, 'omp_pause_resource_all'): return lib
+    return None
+
+def release_omp_workers():
+    "Free the OpenMP worker threads the calling thread started (no-op without an OpenMP runtime)."
+    if (lib := _openmp()) is not None: lib.omp_pause_resource_all(1)  # omp_pause_soft
+
+def run_released(fn, *args, **kwargs):
+    "Run `fn` (torch work on a worker thread), then free the OpenMP workers it started."
+    try: return fn(*args, **kwargs)
+    finally: release_omp_workers()
 
 # %% ../nbs/03_loader.ipynb #20338a92
 @dataclass
@@ -131,5 +192,6 @@ def load_model(r:Resolved, # Where the weights are (`Catalog.resolve`)
     tok = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dt).to(dev).eval()
     log.info('loaded %s on %s as %s in %.2fs', r.entry.id, dev, dt, time.time()-t0)
+    release_omp_workers()  # this thread is done with torch: its workers would slow the engine's thread
     ctx = r.entry.context_length or getattr(model.config, 'max_position_embeddings', None) or 4096
     return LoadedModel(r.entry.id, model, tok, dev, dt, _eos_ids(model, tok), ctx, r.entry)

@@ -13,22 +13,34 @@ __all__ = ['RowSampler', 'adjust_row', 'filter_row', 'StepResult', 'sample_batch
            'ReasoningSplitter']
 
 # %% ../nbs/02_sampler.ipynb #958f88f6
+from functools import cached_property
+
 class RowSampler:
     "Sampling state of one sequence."
     def __init__(self, p:SamplingParams, prompt_ids:list[int], vocab_size:int, seed_offset:int=0):
-        self.p = p
+        self.p, self.prompt_ids, self.vocab_size = p, prompt_ids, vocab_size
         self.gen = torch.Generator()
         if p.seed is not None: self.gen.manual_seed(p.seed + seed_offset)
         else: self.gen.seed()
         self.needs_counts = bool(p.presence_penalty or p.frequency_penalty or p.repetition_penalty != 1.0)
-        self.counts = torch.zeros(vocab_size) if self.needs_counts else None
-        self.prompt_mask = None
-        if p.repetition_penalty != 1.0:
-            self.prompt_mask = torch.zeros(vocab_size, dtype=torch.bool)
-            self.prompt_mask[torch.tensor(prompt_ids, dtype=torch.long).clamp(0, vocab_size-1)] = True
         ids = [t for t in p.logit_bias if 0 <= t < vocab_size]
         self.bias_ids = torch.tensor(ids, dtype=torch.long) if ids else None
         self.bias_vals = torch.tensor([p.logit_bias[t] for t in ids]) if ids else None
+
+    # Vocabulary-sized tensors are made on first use, on the engine's thread: filling one is a parallel
+    # operation, and the thread that builds a request should not start CPU workers (see `release_omp_workers`).
+    @cached_property
+    def counts(self) -> torch.Tensor|None:
+        "How often each token was generated (only when a penalty needs it)."
+        return torch.zeros(self.vocab_size) if self.needs_counts else None
+
+    @cached_property
+    def prompt_mask(self) -> torch.Tensor|None:
+        "The tokens of the prompt (only for the repetition penalty)."
+        if self.p.repetition_penalty == 1.0: return None
+        m = torch.zeros(self.vocab_size, dtype=torch.bool)
+        m[torch.tensor(self.prompt_ids, dtype=torch.long).clamp(0, self.vocab_size-1)] = True
+        return m
 
     def record(self, token:int):
         "Count a generated token (for the penalties)."
