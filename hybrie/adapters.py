@@ -86,8 +86,9 @@ class Adapter:
 class AdapterRegistry:
     "The LoRA adapters of one loaded model."
     def __init__(self, lm, # The `LoadedModel` to adapt
-                 max_adapters:int=8, max_rank:int=256):
-        self.lm, self.max_adapters, self.max_rank = lm, max_adapters, max_rank
+                 max_adapters:int=8, max_rank:int=256,
+                 row_stable:bool=False): # Make LoRA layers `RowStableLinear` (for a batch-invariant engine)
+        self.lm, self.max_adapters, self.max_rank, self.row_stable = lm, max_adapters, max_rank, row_stable
         self.base = lm.model
         self.peft = None
         self.adapters: OrderedDict[str,Adapter] = OrderedDict()  # least recently used first
@@ -104,7 +105,7 @@ class AdapterRegistry:
 
 def make_adapters(settings:Settings, lm) -> AdapterRegistry:
     "The registry `hybrie serve` starts with."
-    return AdapterRegistry(lm, settings.max_adapters)
+    return AdapterRegistry(lm, settings.max_adapters, row_stable=settings.batch_invariant)
 
 # %% ../nbs/04_adapters.ipynb #67246765
 @patch
@@ -129,7 +130,8 @@ def load(self:AdapterRegistry, id:str, path:str, base_model:str|None=None) -> Ad
             res = set_peft_model_state_dict(self.peft, files.weights, adapter_name=id)
             missing = [k for k in res.missing_keys if '.lora_' in k and f'.{id}.' in k]
             if missing: raise ValueError(f'{len(missing)} LoRA weights are missing, e.g. {missing[0]}')
-            make_row_stable(self.peft.to(self.lm.device).eval())
+            self.peft.to(self.lm.device).eval()
+            if self.row_stable: make_row_stable(self.peft)
             self.lm.model = self.peft
         except (ValueError, RuntimeError, KeyError) as e:
             self._delete(id)

@@ -41,6 +41,7 @@ class Settings(BaseSettings):
     dtype: str = 'auto'  # auto | bfloat16 | float16 | float32
     max_batch_size: int = 16  # sequences decoded together
     max_queue: int = 64  # requests waiting beyond the batch before 429
+    batch_invariant: bool = False  # a request's output bit-identical alone or in any batch (slower with many streams)
     max_tokens_default: int = 4096  # cap when a request gives no max_tokens
     cache_dir: Path = Path.home()/'.cache'/'hybrie'
     models_dir: Path = Path.home()/'.cache'/'hybrie'/'models'

@@ -146,12 +146,13 @@ class GrowingCache(DynamicCache):
 # %% ../nbs/05_engine.ipynb #4cf16592
 _rows = threading.local()
 
-def decode_attention(module, query, key, value, scaling=None, **kwargs):
+def decode_attention(module, query, key, value, scaling=None, mask=None, **kwargs):
     "Attention of one new token per row over its keys: two matmuls and a float32 softmax (transformers' eager maths)."
     B, H, _, D = query.shape
     KV = key.shape[1]
     q = query.view(B, KV, H // KV, D)  # grouped-query heads packed, no repeated keys
     s = torch.matmul(q, key.transpose(-1, -2)).float() * (scaling or D ** -0.5)
+    if mask is not None: s = s + mask  # -inf on each row's padding
     o = torch.matmul(torch.softmax(s, -1).to(value.dtype), value)
     return o.reshape(B, H, 1, D).transpose(1, 2)
 
@@ -161,10 +162,15 @@ def row_attention(module, query, key, value, attention_mask, **kwargs):
     if starts is None: return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
     Tk, Lq = key.shape[2], query.shape[2]
     decode = Lq == 1 and kwargs.get('softcap') is None
-    def attend(q, k, v):
-        return decode_attention(module, q, k, v, **kwargs) if decode else sdpa_attention_forward(module, q, k, v, None, **kwargs)[0]
+    def attend(q, k, v, mask=None):
+        return decode_attention(module, q, k, v, mask=mask, **kwargs) if decode else sdpa_attention_forward(module, q, k, v, None, **kwargs)[0]
     groups = {}
     for b,s in enumerate(starts): groups.setdefault(s, []).append(b)
+    if decode and len(groups) > 1 and not _rows.invariant:  # one call over all keys, padding masked
+        if _rows.mask is None or _rows.mask.shape[-1] != Tk:
+            _rows.mask = torch.zeros(len(starts), 1, 1, Tk, device=query.device)
+            for b, s in enumerate(starts): _rows.mask[b, ..., :s] = float('-inf')
+        return attend(query, key, value, _rows.mask), None
     if len(groups) == 1:  # equal padding (always zero in a prefill group): one call over the shared suffix
         s = starts[0]
         return attend(query[:, :, max(0, s-(Tk-Lq)):], key[:, :, s:], value[:, :, s:]), None
@@ -180,11 +186,12 @@ AttentionInterface.register('hybrie_rows', row_attention)
 AttentionMaskInterface.register('hybrie_rows', sdpa_mask)
 
 @contextlib.contextmanager
-def row_padding(starts:list[int]):
+def row_padding(starts:list[int], # Where each row's keys begin (its left padding)
+                invariant:bool=True): # Attend per group of equal padding (exact) rather than in one masked call
     "Tell `row_attention` where each row's keys begin during one forward."
-    _rows.starts = starts
+    _rows.starts, _rows.invariant, _rows.mask = starts, invariant, None
     try: yield
-    finally: _rows.starts = None
+    finally: _rows.starts = _rows.mask = None
 
 # %% ../nbs/05_engine.ipynb #32070f5d
 def _pad_left(t:torch.Tensor, n:int, dim:int) -> torch.Tensor:
@@ -229,7 +236,8 @@ class LocalEngine:
         self.lm, self.s = lm, settings or Settings()
         self.adapters = adapters
         lm.model.set_attn_implementation('hybrie_rows')
-        make_row_stable(fuse_projections(lm.model))
+        fuse_projections(lm.model, stable=self.s.batch_invariant)
+        if self.s.batch_invariant: make_row_stable(lm.model)
         release_omp_workers()  # all torch work on CPU happens on the engine's thread (see `release_omp_workers`)
         self.pending, self.batch, self.outbox = deque(), RunningBatch(), []
         self.cv = threading.Condition()
@@ -325,7 +333,7 @@ def submit(self:LocalEngine, seqs:list[Sequence]):
 def _forward(self:LocalEngine, ids, mask, pos, cache, rows):
     step = self.adapters.step([r.adapter for r in rows]) if self.adapters is not None else contextlib.nullcontext({})
     starts = (mask.shape[1] - mask.sum(-1)).tolist()
-    with step as kw, row_padding(starts), torch.inference_mode():
+    with step as kw, row_padding(starts, self.s.batch_invariant), torch.inference_mode():
         out = self.lm.model(input_ids=ids, position_ids=pos, cache=cache, use_cache=True, logits_to_keep=1, **kw)
     return out.logits[:, -1]
 

@@ -105,8 +105,8 @@ def make_row_stable(model:torch.nn.Module) -> torch.nn.Module:
 # %% ../nbs/03_loader.ipynb #cad6f057
 class LinearGroup:
     "Linear layers that take the same input, stacked into one weight."
-    def __init__(self, mods:list[torch.nn.Linear]):
-        self.sizes = [m.out_features for m in mods]
+    def __init__(self, mods:list[torch.nn.Linear], stable:bool=True):
+        self.sizes, self.stable = [m.out_features for m in mods], stable
         self.weight = torch.cat([m.weight.data for m in mods])
         self.bias = torch.cat([m.bias.data for m in mods]) if mods[0].bias is not None else None
         self.x, self.outs, o = None, [], 0
@@ -122,20 +122,22 @@ class GroupLinear(torch.nn.Linear):
         if torch.is_grad_enabled(): return F.linear(x, self.weight, self.bias)
         g = self.group
         if g.x is not x or g.outs[self.index] is None:
-            g.x, g.outs = x, list(stable_linear(x, g.weight, g.bias).split(g.sizes, -1))
+            g.x, g.outs = x, list((stable_linear if g.stable else F.linear)(x, g.weight, g.bias).split(g.sizes, -1))
         out, g.outs[self.index] = g.outs[self.index], None
         if all(o is None for o in g.outs): g.x = None  # do not keep the input alive
         return out
 
 SIBLINGS = (('q_proj', 'k_proj', 'v_proj'), ('gate_proj', 'up_proj'))
 
-def fuse_projections(model:torch.nn.Module, siblings=SIBLINGS) -> torch.nn.Module:
+def fuse_projections(model:torch.nn.Module,
+                     stable:bool=True, # Compute one row as two, like `RowStableLinear`
+                     siblings=SIBLINGS) -> torch.nn.Module:
     "Group the sibling projections of every module of `model` (in place; plain `nn.Linear`s of one shape family only)."
     for mod in model.modules():
         for names in siblings:
             ms = [getattr(mod, n, None) for n in names]
             if all(type(m) is torch.nn.Linear for m in ms) and len({(m.in_features, m.weight.dtype, m.weight.device, m.bias is None) for m in ms}) == 1:
-                LinearGroup(ms)
+                LinearGroup(ms, stable)
     return model
 
 # %% ../nbs/03_loader.ipynb #a0e00224

@@ -136,20 +136,35 @@ def test_malformed_bodies(server):
     assert r.status_code == 405 and 'error' in r.json()
 
 
-async def test_concurrent_streams_match_solo(aclient):
-    prompts = ['Name a fruit.', 'What is 3+4?', 'Say hello.', 'Name a planet.', 'What colour is the sky?', 'Count to three.']
+PROMPTS = ['Name a fruit.', 'What is 3+4?', 'Say hello.', 'Name a planet.', 'What colour is the sky?', 'Count to three.']
+
+async def solo_and_together(aclient, **kw):
+    "Answers to PROMPTS one at a time, then all at once (half of them streamed)."
     async def one(p):
-        r = await aclient.chat.completions.create(model=MODEL, messages=[{'role': 'user', 'content': p}], temperature=0, max_tokens=24)
+        r = await aclient.chat.completions.create(model=MODEL, messages=[{'role': 'user', 'content': p}], temperature=0, max_tokens=24, **kw)
         return r.choices[0].message.content
-    solo = [await one(p) for p in prompts]
     async def streamed(p):
         out = []
         async for c in await aclient.chat.completions.create(model=MODEL, messages=[{'role': 'user', 'content': p}],
-                                                               temperature=0, max_tokens=24, stream=True):
+                                                               temperature=0, max_tokens=24, stream=True, **kw):
             if c.choices and c.choices[0].delta.content: out.append(c.choices[0].delta.content)
         return ''.join(out)
-    together = await asyncio.gather(*[streamed(p) if i % 2 else one(p) for i, p in enumerate(prompts)])
-    assert list(together) == solo
+    solo = [await one(p) for p in PROMPTS]
+    return solo, list(await asyncio.gather(*[streamed(p) if i % 2 else one(p) for i, p in enumerate(PROMPTS)]))
+
+
+async def test_concurrent_streams(aclient):
+    "Default mode: concurrent requests share decode steps and each gets its full answer."
+    solo, together = await solo_and_together(aclient, extra_body={'ignore_eos': True})
+    assert all(together) and len(set(together)) == len(PROMPTS)  # everyone got an answer of their own
+
+
+async def test_concurrent_streams_match_solo_when_batch_invariant():
+    "With HYBRIE_BATCH_INVARIANT=1, concurrent answers are bit-identical to the same requests alone."
+    from openai import AsyncOpenAI
+    with start_server(env={'HYBRIE_BATCH_INVARIANT': '1'}) as s:
+        solo, together = await solo_and_together(AsyncOpenAI(base_url=s.url, api_key='unused', max_retries=0))
+    assert together == solo
 
 
 def test_disconnect_stops_generation(server):
