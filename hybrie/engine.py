@@ -17,7 +17,7 @@ from transformers.masking_utils import sdpa_mask
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from .protocol import *
 from .config import Settings
-from .loader import LoadedModel, fuse_projections, make_row_stable, release_omp_workers
+from .loader import LoadedModel, fuse_projections, make_row_stable, pack_linears, release_omp_workers
 from fastcore.basics import patch
 from .sampler import RowSampler, sample_batch, IncrementalDetokenizer, StopMatcher, ReasoningSplitter
 
@@ -169,9 +169,9 @@ def row_attention(module, query, key, value, attention_mask, **kwargs):
     groups = {}
     for b,s in enumerate(starts): groups.setdefault(s, []).append(b)
     if decode and len(groups) > 1 and not _rows.invariant:  # one call over all keys, padding masked
-        if _rows.mask is None or _rows.mask.shape[-1] != Tk:
-            _rows.mask = torch.zeros(len(starts), 1, 1, Tk, device=query.device)
-            for b, s in enumerate(starts): _rows.mask[b, ..., :s] = float('-inf')
+        if _rows.mask is None or _rows.mask.shape[-1] != Tk:  # made once per forward, used by every layer
+            pad = torch.arange(Tk, device=query.device) < torch.tensor(starts, device=query.device)[:, None]
+            _rows.mask = torch.zeros(pad.shape, device=query.device).masked_fill(pad, float('-inf'))[:, None, None]
         return attend(query, key, value, _rows.mask), None
     if len(groups) == 1:  # equal padding (always zero in a prefill group): one call over the shared suffix
         s = starts[0]
@@ -240,6 +240,7 @@ class LocalEngine:
         lm.model.set_attn_implementation('hybrie_rows')
         fuse_projections(lm.model, stable=self.s.batch_invariant)
         if self.s.batch_invariant: make_row_stable(lm.model)
+        pack_linears(lm.model)  # CPU: weights in oneDNN's layout (the model is for inference from here on)
         release_omp_workers()  # all torch work on CPU happens on the engine's thread (see `release_omp_workers`)
         self.pending, self.batch, self.outbox = deque(), RunningBatch(), []
         self.cv = threading.Condition()

@@ -13,9 +13,9 @@ from .config import Resolved, Settings, Catalog
 from .protocol import HybrieError
 
 # %% auto #0
-__all__ = ['log', 'DTYPES', 'SIBLINGS', 'pick_device', 'cpu_bf16_speedup', 'pick_dtype', 'gguf_cache', 'stable_linear',
-           'RowStableLinear', 'make_row_stable', 'LinearGroup', 'GroupLinear', 'fuse_projections',
-           'release_omp_workers', 'run_released', 'LoadedModel', 'load_model']
+__all__ = ['log', 'DTYPES', 'SIBLINGS', 'pick_device', 'cpu_bf16_speedup', 'pick_dtype', 'gguf_cache', 'linear', 'stable_linear',
+           'RowStableLinear', 'make_row_stable', 'LinearGroup', 'GroupLinear', 'fuse_projections', 'pack_weight',
+           'PackedLinear', 'pack_linears', 'release_omp_workers', 'run_released', 'LoadedModel', 'load_model']
 
 # %% ../nbs/03_loader.ipynb #b106d113
 log = logging.getLogger('hybrie.loader')
@@ -87,10 +87,14 @@ def gguf_cache(r:Resolved, cache_dir:Path) -> Path:
 # %% ../nbs/03_loader.ipynb #aff48dc3
 import torch.nn.functional as F
 
+def linear(x:torch.Tensor, w:torch.Tensor, b:torch.Tensor|None=None) -> torch.Tensor:
+    "`F.linear`, also for a weight packed by `pack_weight` (below)."
+    return torch.ops.mkldnn._linear_pointwise(x, w, b, 'none', [], '') if w.is_mkldnn else F.linear(x, w, b)
+
 def stable_linear(x:torch.Tensor, w:torch.Tensor, b:torch.Tensor|None=None) -> torch.Tensor:
-    "`F.linear`, computing a single row as two so that it takes the kernel of a batch."
-    if x.shape[-1] == x.numel() and not torch.is_grad_enabled(): return F.linear(torch.cat([x, x]), w, b)[:1]
-    return F.linear(x, w, b)
+    "`linear`, computing a single row as two so that it takes the kernel of a batch."
+    if x.shape[-1] == x.numel() and not torch.is_grad_enabled(): return linear(torch.cat([x, x]), w, b)[:1]
+    return linear(x, w, b)
 
 class RowStableLinear(torch.nn.Linear):
     "An `nn.Linear` that computes one row with the same kernel as many."
@@ -106,7 +110,7 @@ def make_row_stable(model:torch.nn.Module) -> torch.nn.Module:
 class LinearGroup:
     "Linear layers that take the same input, stacked into one weight."
     def __init__(self, mods:list[torch.nn.Linear], stable:bool=True):
-        self.sizes, self.stable = [m.out_features for m in mods], stable
+        self.sizes, self.stable, self.packed, self.members = [m.out_features for m in mods], stable, None, mods
         self.weight = torch.cat([m.weight.data for m in mods])
         self.bias = torch.cat([m.bias.data for m in mods]) if mods[0].bias is not None else None
         self.x, self.outs, o = None, [], 0
@@ -119,10 +123,13 @@ class LinearGroup:
 class GroupLinear(torch.nn.Linear):
     "A linear layer computed together with the rest of its `LinearGroup` in one matrix multiply."
     def forward(self, x):
-        if torch.is_grad_enabled(): return F.linear(x, self.weight, self.bias)
         g = self.group
+        if torch.is_grad_enabled():
+            if g.packed is not None: _inference_only()
+            return F.linear(x, self.weight, self.bias)
         if g.x is not x or g.outs[self.index] is None:
-            g.x, g.outs = x, list((stable_linear if g.stable else F.linear)(x, g.weight, g.bias).split(g.sizes, -1))
+            w = g.weight if g.packed is None else g.packed
+            g.x, g.outs = x, list((stable_linear if g.stable else linear)(x, w, g.bias).split(g.sizes, -1))
         out, g.outs[self.index] = g.outs[self.index], None
         if all(o is None for o in g.outs): g.x = None  # do not keep the input alive
         return out
@@ -140,9 +147,48 @@ def fuse_projections(model:torch.nn.Module,
                 LinearGroup(ms, stable)
     return model
 
-# %% ../nbs/03_loader.ipynb #a0e00224
+# %% ../nbs/03_loader.ipynb #fa5bd679
 import ctypes
 
+def pack_weight(w:torch.Tensor) -> torch.Tensor|None:
+    "`w` reordered for oneDNN's CPU matrix kernels, or None where that is not available."
+    if w.device.type != 'cpu' or w.dtype not in (torch.bfloat16, torch.float32) or not torch.backends.mkldnn.is_available(): return None
+    try: return torch.ops.mkldnn._reorder_linear_weight(w, 1)
+    except (RuntimeError, AttributeError): return None
+
+class PackedLinear(torch.nn.Linear):
+    "An `nn.Linear` whose weight is packed by `pack_weight` (`stable`: one row computed like a batch)."
+    def forward(self, x):
+        if torch.is_grad_enabled(): _inference_only()
+        return (stable_linear if self.stable else linear)(x, self.packed, self.bias)
+
+def _inference_only(): raise RuntimeError('This layer\'s weights are packed for inference; run it without gradients.')
+
+def _stand_in(w:torch.Tensor) -> torch.Tensor: return torch.zeros((), dtype=w.dtype, device=w.device).expand(w.shape)
+
+def pack_linears(model:torch.nn.Module) -> torch.nn.Module:
+    "Pack the weights of `model`'s linear layers and groups for the CPU (in place; a no-op where packing is unavailable)."
+    shared = {m.weight.data_ptr() for m in model.modules() if isinstance(m, torch.nn.Embedding)}
+    for m in list(model.modules()):
+        if type(m) is GroupLinear and m.group.packed is None:
+            g = m.group
+            if (p := pack_weight(g.weight)) is None: continue
+            g.packed, g.weight = p, _stand_in(g.weight)
+            for part in g.members: part.weight.data = _stand_in(part.weight)
+        elif type(m) in (torch.nn.Linear, RowStableLinear):
+            if (p := pack_weight(m.weight.data)) is None: continue
+            stable = type(m) is RowStableLinear
+            if m.weight.data_ptr() not in shared: m.weight.data = _stand_in(m.weight)
+            m.__class__, m.packed, m.stable = PackedLinear, p, stable
+    _malloc_trim()
+    return model
+
+def _malloc_trim():
+    "Hand freed heap memory back to the OS (glibc keeps it: here, the dense weights just replaced; 230 MB for the bundled model)."
+    try: ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError): pass  # not glibc
+
+# %% ../nbs/03_loader.ipynb #a0e00224
 @lru_cache(1)
 def _openmp():
     "The OpenMP runtime torch was built with (a library in torch's own folder), or None."
