@@ -12,11 +12,10 @@ import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from sse_starlette.sse import EventSourceResponse
 from starlette.concurrency import iterate_in_threadpool
 from starlette.datastructures import UploadFile
 from fastcore.basics import patch
-from .protocol import HybrieError, ModelInfo, invalid_request, model_not_found, overloaded, from_validation_error
+from .protocol import HybrieError, ModelInfo, invalid_request, model_not_found, overloaded, from_validation_error, sse_event
 from .config import Catalog, CatalogEntry, Settings
 from .loader import pick_device
 from .embeddings import find_weights
@@ -506,7 +505,7 @@ async def _transcript_response(request:Request, task:str):
     ticket = eng.admission.enter()
     try:
         segs, info = await eng.transcribe(r, data, file.filename or 'file', task)
-        if r.stream: return EventSourceResponse(_held(ticket, _transcript_events(segs, info)))
+        if r.stream: return StreamingResponse(_held(ticket, _transcript_events(segs, info)), media_type='text/event-stream')
         segs = await asyncio.to_thread(list, segs)
     finally:
         if not r.stream: ticket.release()
@@ -522,8 +521,8 @@ async def _transcript_events(segs, info):
     text = []
     async for s in iterate_in_threadpool(iter(segs)):
         text.append(s.text)
-        yield {'data': json.dumps({'type':'transcript.text.delta', 'delta':s.text})}
-    yield {'data': json.dumps({'type':'transcript.text.done', 'text':''.join(text).strip(), 'usage':_usage(info)})}
+        yield sse_event({'type':'transcript.text.delta', 'delta':s.text})
+    yield sse_event({'type':'transcript.text.done', 'text':''.join(text).strip(), 'usage':_usage(info)})
 
 @router.post('/v1/audio/transcriptions')
 async def create_transcription(request:Request):

@@ -170,6 +170,8 @@ def _map_params(s:SamplingParams, names:dict) -> tuple[dict, list[str]]:
     return kw, dropped
 
 # %% ../nbs/06_cloud.ipynb #4fd01a00
+_POOL = dict(max_connections=256, max_keepalive_connections=64)
+
 class CloudEngine:
     "A chat engine answering through one provider's SDK."
     provider, http_lib = '', httpx2
@@ -180,10 +182,13 @@ class CloudEngine:
                  max_tokens_default:int=4096): # For providers that require `max_tokens`
         self.cfg, self.max_tokens_default = cfg, max_tokens_default
         self.images = images or ImageFetcher()
-        lib = self.http_lib
-        self.http = http_client or lib.AsyncClient(timeout=cfg.timeout, limits=lib.Limits(max_connections=256, max_keepalive_connections=64))
+        self.http = http_client or self.make_http()
         self.client = self.make_client()
         self.by = f'cloud:{self.provider}'
+
+    def make_http(self):
+        "The pooled HTTP client the SDK uses."
+        return self.http_lib.AsyncClient(timeout=self.cfg.timeout, limits=self.http_lib.Limits(**_POOL))
 
     def make_client(self): raise NotImplementedError
     async def translate(self, req:ChatRequest, info:CloudModel|None) -> tuple[dict, list[str]]: raise NotImplementedError
@@ -266,6 +271,10 @@ def _chat_body(req, info, msgs, kw, dropped):
 class OpenAIEngine(CloudEngine):
     "OpenAI chat completions through the `openai` SDK."
     provider = 'openai'
+    def make_http(self):
+        import openai
+        return openai.DefaultAioHttpClient(timeout=self.cfg.timeout, limits=httpx2.Limits(**_POOL))
+
     def make_client(self):
         import openai
         return openai.AsyncOpenAI(api_key=self.cfg.api_key, base_url=self.cfg.base_url, timeout=self.cfg.timeout,
@@ -335,6 +344,10 @@ _ANTHROPIC_FINISH = {'end_turn': 'stop', 'stop_sequence': 'stop', 'max_tokens': 
 class AnthropicEngine(CloudEngine):
     "Anthropic messages through the `anthropic` SDK."
     provider = 'anthropic'
+    def make_http(self):
+        import anthropic
+        return anthropic.DefaultAioHttpClient(timeout=self.cfg.timeout, limits=httpx2.Limits(**_POOL))
+
     def make_client(self):
         import anthropic
         return anthropic.AsyncAnthropic(api_key=self.cfg.api_key, base_url=self.cfg.base_url, timeout=self.cfg.timeout,

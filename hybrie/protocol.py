@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_protocol.ipynb #af473eec
 from __future__ import annotations
-import time, uuid
+import json, time, uuid
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Literal, Protocol, Union, runtime_checkable
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -15,7 +15,7 @@ __all__ = ['HEADER_ADAPTER', 'HEADER_MODE', 'HEADER_PROVIDER', 'HEADER_PEER', 'C
            'StreamOptions', 'ChatCompletionRequest', 'parse_chat_request', 'from_validation_error', 'SamplingParams',
            'RoutingHints', 'ChatRequest', 'from_chat_request', 'TokenLogprob', 'TextDelta', 'ReasoningDelta',
            'ToolCallDelta', 'Finish', 'Usage', 'Executed', 'ModelInfo', 'ChatEngine', 'to_usage', 'to_stream_chunk',
-           'ChatCompletionAccumulator', 'to_model_card']
+           'sse_event', 'ChatCompletionAccumulator', 'to_model_card']
 
 # %% ../nbs/00_protocol.ipynb #94e9368e
 class HybrieError(Exception):
@@ -336,6 +336,10 @@ def to_stream_chunk(req:ChatRequest, c:Chunk, first:bool=False) -> dict:
     elif isinstance(c, Finish): finish = c.reason
     choice = {'index':c.index, 'delta':delta, 'logprobs':lps, 'finish_reason':finish}
     return {**base, 'choices':[choice]}
+
+def sse_event(data:str|dict) -> bytes:
+    "One server-sent event carrying `data` (a dict is sent as JSON): the framing of every HybrIE stream."
+    return b'data: ' + (data if isinstance(data, str) else json.dumps(data)).encode() + b'\n\n'
 
 # %% ../nbs/00_protocol.ipynb #2fdf3df2
 class ChatCompletionAccumulator:

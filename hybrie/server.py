@@ -11,7 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from sse_starlette.sse import EventSourceResponse
+from starlette.responses import StreamingResponse
 from prometheus_client import Counter, Gauge, Histogram, generate_latest, CONTENT_TYPE_LATEST
 from .metrics import metric
 from .protocol import *
@@ -100,9 +100,9 @@ async def _start(chunks:AsyncIterator) -> tuple[Executed, list]:
         if not isinstance(c, Usage): break
     return ex, early
 
-def _sse_error(e:Exception) -> dict:
+def _sse_error(e:Exception) -> bytes:
     err = e if isinstance(e, HybrieError) else HybrieError('The backend failed while streaming the response.', 500, 'server_error')
-    return {'data': json.dumps(err.body())}
+    return sse_event(err.body())
 
 # %% ../nbs/11_server.ipynb #13ffe6a6
 class _Meter:
@@ -129,7 +129,9 @@ async def create_chat_completion(rt:Runtime, body:Any, headers:dict) -> Response
         await chunks.aclose(); meter.__exit__(type(e), e, None); raise
     TTFT.labels(ex.by.split(':')[0]).observe(time.perf_counter()-meter.t0)
     hdrs = _executed_headers(ex)
-    if req.stream: return EventSourceResponse(_stream(req, early, chunks, meter), headers=hdrs, ping=15, sep='\n')
+    if req.stream:
+        return StreamingResponse(_stream(req, early, chunks, meter), media_type='text/event-stream',
+                                 headers=hdrs | {'cache-control': 'no-cache', 'x-accel-buffering': 'no'})
     acc = ChatCompletionAccumulator(req)
     try:
         for c in early: acc.add(c)
@@ -151,12 +153,12 @@ async def _stream(req:ChatRequest, early:list, chunks:AsyncIterator, meter:_Mete
             if isinstance(c, Executed): continue
             if isinstance(c, Usage):
                 meter.usage(c)
-                if req.include_usage: yield {'data': json.dumps(to_stream_chunk(req, c))}
+                if req.include_usage: yield sse_event(to_stream_chunk(req, c))
                 continue
             first = c.index not in started
             started.add(c.index)
-            yield {'data': json.dumps(to_stream_chunk(req, c, first=first))}
-        yield {'data': '[DONE]'}
+            yield sse_event(to_stream_chunk(req, c, first=first))
+        yield sse_event('[DONE]')
     except (asyncio.CancelledError, GeneratorExit) as e: err = e; raise
     except Exception as e:
         err = e
