@@ -10,12 +10,12 @@ from typing import Any, AsyncIterator, Literal, Protocol, Union, runtime_checkab
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 # %% auto #0
-__all__ = ['HEADER_ADAPTER', 'HEADER_MODE', 'HEADER_PROVIDER', 'HEADER_PEER', 'Chunk', 'HybrieError', 'invalid_request',
-           'model_not_found', 'overloaded', 'ImageURL', 'ContentPart', 'FunctionCall', 'ToolCall', 'ChatMessage',
-           'StreamOptions', 'ChatCompletionRequest', 'parse_chat_request', 'from_validation_error', 'SamplingParams',
-           'RoutingHints', 'ChatRequest', 'from_chat_request', 'TokenLogprob', 'TextDelta', 'ReasoningDelta',
-           'ToolCallDelta', 'Finish', 'Usage', 'Executed', 'ModelInfo', 'ChatEngine', 'to_usage', 'to_stream_chunk',
-           'sse_event', 'ChatCompletionAccumulator', 'to_model_card']
+__all__ = ['SAMPLING_DEFAULTS', 'HEADER_ADAPTER', 'HEADER_MODE', 'HEADER_PROVIDER', 'HEADER_PEER', 'Chunk', 'HybrieError',
+           'invalid_request', 'model_not_found', 'overloaded', 'ImageURL', 'ContentPart', 'FunctionCall', 'ToolCall',
+           'ChatMessage', 'StreamOptions', 'ChatCompletionRequest', 'parse_model', 'parse_chat_request',
+           'from_validation_error', 'SamplingParams', 'RoutingHints', 'ChatRequest', 'from_chat_request',
+           'TokenLogprob', 'TextDelta', 'ReasoningDelta', 'ToolCallDelta', 'Finish', 'Usage', 'Executed', 'ModelInfo',
+           'ChatEngine', 'to_usage', 'to_stream_chunk', 'ChatCompletionAccumulator', 'to_model_card']
 
 # %% ../nbs/00_protocol.ipynb #94e9368e
 class HybrieError(Exception):
@@ -108,7 +108,7 @@ class ChatCompletionRequest(BaseModel):
     presence_penalty: float|None = Field(None, ge=-2, le=2)
     frequency_penalty: float|None = Field(None, ge=-2, le=2)
     repetition_penalty: float|None = Field(None, gt=0, le=10)
-    seed: int|None = None
+    seed: int|None = Field(None, ge=-2**63, le=2**63-1)  # 64-bit, as OpenAI
     stop: str|list[str]|None = None
     max_tokens: int|None = Field(None, ge=1)
     max_completion_tokens: int|None = Field(None, ge=1)
@@ -144,11 +144,15 @@ class ChatCompletionRequest(BaseModel):
         return v
 
 # %% ../nbs/00_protocol.ipynb #393958af
+def parse_model(cls:type[BaseModel], body:Any):
+    "Validate a decoded JSON body as the wire model `cls`, or raise a 400 `HybrieError` naming the field."
+    if not isinstance(body, dict): raise invalid_request('The request body must be a JSON object.')
+    try: return cls.model_validate(body)
+    except ValidationError as ve: raise from_validation_error(ve) from None
+
 def parse_chat_request(body:Any) -> ChatCompletionRequest:
     "Validate a decoded JSON body as a chat request, or raise a 400 `HybrieError`."
-    if not isinstance(body, dict): raise invalid_request('The request body must be a JSON object.')
-    try: return ChatCompletionRequest.model_validate(body)
-    except ValidationError as ve: raise from_validation_error(ve) from None
+    return parse_model(ChatCompletionRequest, body)
 
 def from_validation_error(ve:ValidationError) -> HybrieError:
     "The first pydantic error as a 400 that names the field."
@@ -161,24 +165,37 @@ def from_validation_error(ve:ValidationError) -> HybrieError:
 # %% ../nbs/00_protocol.ipynb #6b542f90
 @dataclass
 class SamplingParams:
-    "Sampling settings for one request, defaults resolved."
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 0  # 0 or -1: no limit
-    min_p: float = 0.0
-    presence_penalty: float = 0.0
-    frequency_penalty: float = 0.0
-    repetition_penalty: float = 1.0
+    "Sampling settings for one request as the client sent them (`None`: not sent)."
+    temperature: float|None = None
+    top_p: float|None = None
+    top_k: int|None = None  # 0 or -1: no limit
+    min_p: float|None = None
+    presence_penalty: float|None = None
+    frequency_penalty: float|None = None
+    repetition_penalty: float|None = None
     seed: int|None = None
-    stop: list[str] = field(default_factory=list)
+    stop: list[str]|None = None
     max_tokens: int|None = None  # None: up to the context limit
-    logit_bias: dict[int,float] = field(default_factory=dict)
-    logprobs: bool = False
-    top_logprobs: int = 0
-    ignore_eos: bool = False
+    logit_bias: dict[int,float]|None = None
+    logprobs: bool|None = None
+    top_logprobs: int|None = None
+    ignore_eos: bool|None = None
+
+    def sent(self) -> dict:
+        "The fields the client set, by name."
+        return {k: v for k, v in vars(self).items() if v is not None}
+
+    def resolved(self) -> SamplingParams:
+        "A copy with every unset field at its default (what the sampler runs with)."
+        return SamplingParams(**(SAMPLING_DEFAULTS | self.sent()))
 
     @property
-    def greedy(self) -> bool: return self.temperature == 0
+    def greedy(self) -> bool:
+        "Whether one token is certain: temperature 0, or only the top token allowed (ties break the same way)."
+        return self.temperature == 0 or self.top_k == 1
+
+SAMPLING_DEFAULTS = dict(temperature=1.0, top_p=1.0, top_k=0, min_p=0.0, presence_penalty=0.0, frequency_penalty=0.0,
+                         repetition_penalty=1.0, stop=[], logit_bias={}, logprobs=False, top_logprobs=0, ignore_eos=False)
 
 @dataclass
 class RoutingHints:
@@ -222,16 +239,13 @@ def _message_dict(m:ChatMessage) -> dict:
 def from_chat_request(r:ChatCompletionRequest, headers:dict|None=None) -> ChatRequest:
     "Turn a validated wire request (and its routing headers) into an internal `ChatRequest`."
     h = {k.lower():v for k,v in (headers or {}).items()}
-    top_logprobs = r.top_logprobs or 0
-    if top_logprobs and not r.logprobs: raise invalid_request('`top_logprobs` needs `logprobs: true`.', 'top_logprobs')
+    if r.top_logprobs and not r.logprobs: raise invalid_request('`top_logprobs` needs `logprobs: true`.', 'top_logprobs')
     s = SamplingParams(
-        temperature=1.0 if r.temperature is None else r.temperature,
-        top_p=1.0 if r.top_p is None else r.top_p, top_k=max(r.top_k or 0, 0), min_p=r.min_p or 0.0,
-        presence_penalty=r.presence_penalty or 0.0, frequency_penalty=r.frequency_penalty or 0.0,
-        repetition_penalty=r.repetition_penalty or 1.0, seed=r.seed, stop=list(r.stop or []),
-        max_tokens=r.max_completion_tokens or r.max_tokens,
-        logit_bias={int(k):v for k,v in (r.logit_bias or {}).items()}, logprobs=r.logprobs, top_logprobs=top_logprobs,
-        ignore_eos=r.ignore_eos)
+        temperature=r.temperature, top_p=r.top_p, top_k=None if r.top_k is None else max(r.top_k, 0), min_p=r.min_p,
+        presence_penalty=r.presence_penalty, frequency_penalty=r.frequency_penalty, repetition_penalty=r.repetition_penalty,
+        seed=r.seed, stop=r.stop, max_tokens=r.max_completion_tokens or r.max_tokens,
+        logit_bias=None if r.logit_bias is None else {int(k):v for k,v in r.logit_bias.items()},
+        logprobs=r.logprobs or None, top_logprobs=r.top_logprobs, ignore_eos=r.ignore_eos or None)
     return ChatRequest(
         model=r.model, messages=[_message_dict(m) for m in r.messages], sampling=s, n=r.n, stream=r.stream,
         include_usage=bool(r.stream_options and r.stream_options.include_usage),
@@ -287,6 +301,7 @@ class Usage:
 class Executed:
     "Who answers this request; a router yields it before any other chunk (it becomes response headers)."
     by: str  # local | cloud:<provider> | peer:<id>
+    model: str|None = None  # what answered: the adapter, the upstream model (None: the model asked for)
     fallback_from: str|None = None
     dropped_params: list[str] = field(default_factory=list)
 
@@ -319,9 +334,10 @@ def _logprobs_json(lps:list[TokenLogprob]|None):
 def to_usage(u:Usage) -> dict:
     return {'prompt_tokens':u.prompt_tokens, 'completion_tokens':u.completion_tokens, 'total_tokens':u.total_tokens}
 
-def to_stream_chunk(req:ChatRequest, c:Chunk, first:bool=False) -> dict:
-    "One `chat.completion.chunk` for chunk `c` (`first` adds the role)."
-    base = {'id':req.id, 'object':'chat.completion.chunk', 'created':req.created, 'model':req.model}
+def to_stream_chunk(req:ChatRequest, c:Chunk, first:bool=False, # Add the role (the choice's first chunk)
+                    model:str|None=None) -> dict: # What answered (`Executed.model`); None: the model asked for
+    "One `chat.completion.chunk` for chunk `c`."
+    base = {'id':req.id, 'object':'chat.completion.chunk', 'created':req.created, 'model':model or req.model}
     if isinstance(c, Usage): return {**base, 'choices':[], 'usage':to_usage(c)}
     delta, finish, lps = {}, None, None
     if first: delta['role'] = 'assistant'
@@ -337,15 +353,13 @@ def to_stream_chunk(req:ChatRequest, c:Chunk, first:bool=False) -> dict:
     choice = {'index':c.index, 'delta':delta, 'logprobs':lps, 'finish_reason':finish}
     return {**base, 'choices':[choice]}
 
-def sse_event(data:str|dict) -> bytes:
-    "One server-sent event carrying `data` (a dict is sent as JSON): the framing of every HybrIE stream."
-    return b'data: ' + (data if isinstance(data, str) else json.dumps(data)).encode() + b'\n\n'
+
 
 # %% ../nbs/00_protocol.ipynb #2fdf3df2
 class ChatCompletionAccumulator:
     "Folds the chunks of one request into the full `chat.completion` response."
-    def __init__(self, req:ChatRequest):
-        self.req = req
+    def __init__(self, req:ChatRequest, model:str|None=None): # What answered (`Executed.model`)
+        self.req, self.model = req, model or req.model
         self.text, self.reasoning, self.finish = {}, {}, {}
         self.lps, self.calls, self.usage = {}, {}, None
 
@@ -372,7 +386,7 @@ class ChatCompletionAccumulator:
             if i in self.calls: msg['tool_calls'] = [self.calls[i][k] for k in sorted(self.calls[i])]
             choices.append({'index':i, 'message':msg, 'logprobs':_logprobs_json(self.lps.get(i)) if self.req.sampling.logprobs else None,
                             'finish_reason':self.finish.get(i, 'stop')})
-        out = {'id':self.req.id, 'object':'chat.completion', 'created':self.req.created, 'model':self.req.model, 'choices':choices}
+        out = {'id':self.req.id, 'object':'chat.completion', 'created':self.req.created, 'model':self.model, 'choices':choices}
         if self.usage: out['usage'] = to_usage(self.usage)
         return out
 
