@@ -8,19 +8,116 @@ import importlib.util, os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from fastcore.basics import patch
 from pydantic_settings import BaseSettings, SettingsConfigDict, PydanticBaseSettingsSource, TomlConfigSettingsSource
 from .protocol import HybrieError, model_not_found
 
 # %% auto #0
-__all__ = ['FAMILIES', 'BUILTIN_MODELS', 'default_config_path', 'CatalogEntryConfig', 'Settings', 'Family', 'CatalogEntry',
-           'ModelNotPresent', 'package_dir', 'Catalog', 'hf_snapshot', 'Resolved']
+__all__ = ['PROVIDER_NAMES', 'ENV_NAMES', 'FAMILIES', 'BUILTIN_MODELS', 'KIND_ENDPOINTS', 'ServerSettings', 'EngineSettings',
+           'ProviderSettings', 'CloudSettings', 'VisionSettings', 'AudioSettings', 'AdapterSettings', 'ClientSettings',
+           'CatalogEntryConfig', 'Settings', 'Family', 'CatalogEntry', 'ModelNotPresent', 'package_dir', 'Catalog',
+           'hf_snapshot', 'Resolved', 'find_weights']
 
 # %% ../nbs/01_config.ipynb #a18547a7
-def default_config_path() -> Path:
-    return Path(os.environ.get('HYBRIE_CONFIG', Path.home()/'.config'/'hybrie'/'config.toml'))
+class ServerSettings(BaseModel):
+    "Where the HTTP API listens."
+    host: str = '127.0.0.1'
+    port: int = 8080
 
+class EngineSettings(BaseModel):
+    "The local chat model and its scheduler."
+    model: str = 'smollm2-135m-instruct'  # the chat model loaded at start
+    device: str = 'auto'  # auto | cuda | mps | cpu
+    dtype: str = 'auto'  # auto | bfloat16 | float16 | float32
+    max_batch_size: int = Field(16, ge=1)  # sequences decoded together
+    max_queue: int = Field(64, ge=0)  # requests waiting beyond the batch before 429
+    batch_invariant: bool = False  # a request's output bit-identical alone or in any batch (slower with many streams)
+    max_tokens_default: int = Field(4096, ge=1)  # cap when a request gives no max_tokens
+
+# %% ../nbs/01_config.ipynb #70b5bd79
+class ProviderSettings(BaseModel):
+    "How to reach one cloud provider."
+    api_key: str|None = Field(None, repr=False)
+    base_url: str|None = None  # the provider's API root, as its SDK takes it
+    default_model: str|None = None  # what a local model id runs as there (None: the provider's default)
+
+class CloudSettings(BaseModel):
+    "Cloud providers and the default execution mode."
+    execution_mode: Literal['auto','local','cloud','hybrid']|None = None  # None: auto
+    provider: str|None = None  # the provider `cloud` mode uses when a request names none
+    timeout: float = Field(120.0, gt=0)  # seconds for one upstream call
+    max_retries: int = Field(2, ge=0)  # SDK retries on connection errors, 429 and 5xx
+    openai: ProviderSettings = ProviderSettings()
+    anthropic: ProviderSettings = ProviderSettings()
+    gemini: ProviderSettings = ProviderSettings()
+    mistral: ProviderSettings = ProviderSettings()
+
+    @property
+    def providers(self) -> dict[str, ProviderSettings]:
+        "The configured providers (those with a key), by name."
+        return {p: getattr(self, p) for p in PROVIDER_NAMES if getattr(self, p).api_key}
+
+PROVIDER_NAMES = ('openai', 'anthropic', 'gemini', 'mistral')
+
+# %% ../nbs/01_config.ipynb #91e3a62a
+class VisionSettings(BaseModel):
+    "Limits for images taken from requests."
+    max_image_bytes: int = Field(20*1024*1024, ge=1)  # largest image accepted, fetched or inline
+    fetch_timeout: float = Field(10.0, gt=0)  # seconds for the whole fetch of one image
+    allow_private: bool = False  # fetch from private/loopback/link-local addresses (tests, trusted networks)
+
+class AudioSettings(BaseModel):
+    "Speech models and upload limits."
+    stt_model: str|None = None  # default transcription model (None: the first installed)
+    tts_model: str|None = None  # default speech model (None: the first installed)
+    max_upload_mb: float = Field(25.0, gt=0)
+
+class AdapterSettings(BaseModel):
+    "LoRA adapters of the local model."
+    max_adapters: int = Field(8, ge=1)  # loaded at once; the least recently used idle one is evicted
+    max_rank: int = Field(256, ge=1)
+    preload: dict[str,str] = {}  # id -> path, loaded at start
+
+class ClientSettings(BaseModel):
+    "Where `hybrie chat` and `hybrie models --remote` find a server."
+    url: str = 'http://127.0.0.1:8080/v1'
+    api_key: str = Field('hybrie', repr=False)
+
+# %% ../nbs/01_config.ipynb #6c6fd4b8
+ENV_NAMES = {
+    'HYBRIE_HOST': 'server.host', 'HYBRIE_PORT': 'server.port',
+    **{f'HYBRIE_{k.upper()}': f'engine.{k}' for k in EngineSettings.model_fields},
+    'HYBRIE_EXECUTION_MODE': 'cloud.execution_mode', 'HYBRIE_CLOUD_PROVIDER': 'cloud.provider',
+    'HYBRIE_CLOUD_TIMEOUT': 'cloud.timeout', 'HYBRIE_CLOUD_MAX_RETRIES': 'cloud.max_retries',
+    **{f'{p.upper()}_API_KEY': f'cloud.{p}.api_key' for p in PROVIDER_NAMES},
+    **{f'{p.upper()}_BASE_URL': f'cloud.{p}.base_url' for p in PROVIDER_NAMES},
+    **{f'HYBRIE_{p.upper()}_DEFAULT_MODEL': f'cloud.{p}.default_model' for p in PROVIDER_NAMES},
+    'HYBRIE_IMAGE_MAX_BYTES': 'vision.max_image_bytes', 'HYBRIE_IMAGE_FETCH_TIMEOUT': 'vision.fetch_timeout',
+    'HYBRIE_IMAGE_ALLOW_PRIVATE': 'vision.allow_private',
+    'HYBRIE_STT_MODEL': 'audio.stt_model', 'HYBRIE_TTS_MODEL': 'audio.tts_model', 'HYBRIE_MAX_UPLOAD_MB': 'audio.max_upload_mb',
+    'HYBRIE_MAX_ADAPTERS': 'adapters.max_adapters', 'HYBRIE_MAX_ADAPTER_RANK': 'adapters.max_rank',
+    'HYBRIE_URL': 'client.url', 'HYBRIE_API_KEY': 'client.api_key',
+    'HYBRIE_CACHE_DIR': 'cache_dir', 'HYBRIE_MODELS_DIR': 'models_dir',
+}
+
+class _ShortEnvNames(PydanticBaseSettingsSource):
+    "The documented short environment names (`ENV_NAMES`), as nested settings."
+    def get_field_value(self, field, field_name): return None, field_name, False
+    def __call__(self) -> dict:
+        out = {}
+        for name, path in ENV_NAMES.items():
+            if (v := os.environ.get(name)) in (None, ''): continue
+            *parents, leaf = path.split('.')
+            d = out
+            for k in parents: d = d.setdefault(k, {})
+            d[leaf] = v
+        return out
+
+def _config_path() -> Path:
+    return Path(os.environ.get('HYBRIE_CONFIG') or Path.home()/'.config'/'hybrie'/'config.toml')
+
+# %% ../nbs/01_config.ipynb #65f21926
 class CatalogEntryConfig(BaseModel):
     "A `[models.<id>]` table of the config file."
     source: str
@@ -31,29 +128,22 @@ class CatalogEntryConfig(BaseModel):
     experimental: bool = False
 
 class Settings(BaseSettings):
-    "Runtime settings: `HYBRIE_*` environment variables, then the TOML file, then these defaults."
-    model_config = SettingsConfigDict(env_prefix='HYBRIE_', extra='ignore')
-    host: str = '127.0.0.1'
-    port: int = 8080
-    grpc_port: int = 9090
-    model: str = 'smollm2-135m-instruct'  # the chat model loaded at start
-    device: str = 'auto'  # auto | cuda | mps | cpu
-    dtype: str = 'auto'  # auto | bfloat16 | float16 | float32
-    max_batch_size: int = 16  # sequences decoded together
-    max_queue: int = 64  # requests waiting beyond the batch before 429
-    batch_invariant: bool = False  # a request's output bit-identical alone or in any batch (slower with many streams)
-    max_tokens_default: int = 4096  # cap when a request gives no max_tokens
-    cache_dir: Path = Path.home()/'.cache'/'hybrie'
-    models_dir: Path = Path.home()/'.cache'/'hybrie'/'models'
-    execution_mode: str = 'local'  # default for `x-hybrie-execution-mode`
-    cloud_provider: str|None = None
-    max_adapters: int = 8
-    adapters: dict[str,str] = {}  # id -> path, loaded at start
-    models: dict[str,CatalogEntryConfig] = {}
+    "Everything the runtime is told: arguments, then the environment, then the TOML file, then these defaults."
+    model_config = SettingsConfigDict(env_prefix='HYBRIE_', env_nested_delimiter='__', extra='ignore')
+    server: ServerSettings = ServerSettings()
+    engine: EngineSettings = EngineSettings()
+    cloud: CloudSettings = CloudSettings()
+    vision: VisionSettings = VisionSettings()
+    audio: AudioSettings = AudioSettings()
+    adapters: AdapterSettings = AdapterSettings()
+    client: ClientSettings = ClientSettings()
+    models: dict[str,CatalogEntryConfig] = {}  # catalog entries added or overridden
+    cache_dir: Path = Path.home()/'.cache'/'hybrie'  # converted weights
+    models_dir: Path = Path.home()/'.cache'/'hybrie'/'models'  # `hybrie pull` downloads here
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):
-        return init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=default_config_path())
+        return init_settings, env_settings, _ShortEnvNames(settings_cls), TomlConfigSettingsSource(settings_cls, toml_file=_config_path())
 
 # %% ../nbs/01_config.ipynb #919bddd5
 @dataclass(frozen=True)
@@ -173,3 +263,19 @@ def resolve(self:Catalog, id:str) -> Resolved:
     p = Path(e.source).expanduser()
     if not p.exists(): raise ModelNotPresent(id, f'Its source `{p}` does not exist.')
     return Resolved(e, p.parent, p.name) if p.suffix == '.gguf' else Resolved(e, p)
+
+# %% ../nbs/01_config.ipynb #7f11c62c
+def find_weights(root:Path, # A model folder, or a folder above it
+                 *patterns:str # File names (globs) that mark the model folder, in order of preference
+                ) -> Path|None:
+    "The shallowest folder at or under `root` that holds a file matching one of `patterns`."
+    root = Path(root)
+    for pat in patterns:
+        if root.is_file() and root.match(pat): return root.parent
+        hits = sorted(root.rglob(pat), key=lambda p: len(p.parts)) if root.is_dir() else []
+        if hits: return hits[0].parent
+    return None
+
+# %% ../nbs/01_config.ipynb #d52c8eb6
+KIND_ENDPOINTS = {'chat': 'POST /v1/chat/completions', 'embedding': 'POST /v1/embeddings',
+                  'transcription': 'POST /v1/audio/transcriptions', 'speech': 'POST /v1/audio/speech'}
