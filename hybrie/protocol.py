@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 __all__ = ['SAMPLING_DEFAULTS', 'HEADER_ADAPTER', 'HEADER_MODE', 'HEADER_PROVIDER', 'HEADER_PEER', 'Chunk', 'HybrieError',
            'invalid_request', 'model_not_found', 'overloaded', 'ImageURL', 'ContentPart', 'FunctionCall', 'ToolCall',
            'ChatMessage', 'StreamOptions', 'ChatCompletionRequest', 'parse_model', 'parse_chat_request',
-           'from_validation_error', 'SamplingParams', 'RoutingHints', 'ChatRequest', 'from_chat_request',
+           'from_validation_error', 'SamplingParams', 'RoutingHints', 'ChatRequest', 'has_images', 'from_chat_request',
            'TokenLogprob', 'TextDelta', 'ReasoningDelta', 'ToolCallDelta', 'Finish', 'Usage', 'Executed', 'ModelInfo',
            'ChatEngine', 'to_usage', 'to_stream_chunk', 'ChatCompletionAccumulator', 'to_model_card']
 
@@ -229,6 +229,10 @@ HEADER_PROVIDER, HEADER_PEER = 'x-hybrie-cloud-provider', 'x-hybrie-preferred-pe
 def _thinking(v) -> bool|None:
     if v is None or v == 'auto': return None
     return v in (True, 'on')
+
+def has_images(messages:list[dict]) -> bool:
+    "Whether any message of a `ChatRequest` carries an `image_url` part."
+    return any(isinstance(m.get('content'), list) and any(p.get('type') == 'image_url' for p in m['content']) for m in messages)
 
 def _message_dict(m:ChatMessage) -> dict:
     d = m.model_dump(exclude_none=True)
