@@ -15,7 +15,8 @@ __all__ = ['SAMPLING_DEFAULTS', 'HEADER_ADAPTER', 'HEADER_MODE', 'HEADER_PROVIDE
            'ChatMessage', 'StreamOptions', 'ChatCompletionRequest', 'parse_model', 'parse_chat_request',
            'from_validation_error', 'SamplingParams', 'RoutingHints', 'ChatRequest', 'has_images', 'from_chat_request',
            'TokenLogprob', 'TextDelta', 'ReasoningDelta', 'ToolCallDelta', 'Finish', 'Usage', 'Executed', 'ModelInfo',
-           'ChatEngine', 'to_usage', 'to_stream_chunk', 'ChatCompletionAccumulator', 'to_model_card']
+           'ChatEngine', 'to_usage', 'to_stream_chunk', 'ChatCompletionAccumulator', 'to_model_card', 'LoadAdapter',
+           'VllmLoad', 'VllmUnload']
 
 # %% ../nbs/00_protocol.ipynb #94e9368e
 class HybrieError(Exception):
@@ -402,3 +403,19 @@ def to_model_card(m:ModelInfo) -> dict:
     if m.context_length: d['context_length'] = m.context_length
     d['capabilities'] = m.capabilities
     return d
+
+# %% ../nbs/00_protocol.ipynb #7c534687
+class LoadAdapter(BaseModel):
+    "Body of `POST /v1/adapters`."
+    id: str = Field(min_length=1, max_length=128, pattern=r'^[A-Za-z0-9._:/-]+$')
+    path: str = Field(min_length=1)
+    base_model: str|None = None
+
+class VllmLoad(BaseModel):
+    "Body of vLLM's `POST /v1/load_lora_adapter`."
+    lora_name: str = Field(min_length=1)
+    lora_path: str = Field(min_length=1)
+
+class VllmUnload(BaseModel):
+    "Body of vLLM's `POST /v1/unload_lora_adapter`."
+    lora_name: str = Field(min_length=1)
