@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import anyio, httpcore, httpx
 from fastcore.basics import patch
 from .protocol import HybrieError, invalid_request
+from .config import VisionSettings
 
 # %% auto #0
 __all__ = ['IMAGE_TYPES', 'ImagePolicy', 'is_public_address', 'ImageFetchRefused', 'parse_data_url', 'ImageFetcher']
@@ -24,7 +25,7 @@ class ImagePolicy:
     allow_private: bool = False # Allow private/loopback/link-local addresses (tests, trusted networks)
 
     @classmethod
-    def from_settings(cls, vision) -> ImagePolicy:
+    def from_settings(cls, vision:VisionSettings) -> ImagePolicy:
         "The policy of `settings.vision`."
         return cls(vision.max_image_bytes, vision.fetch_timeout, vision.allow_private)
 
