@@ -232,6 +232,12 @@ async def image(self:CloudEngine, part:dict, i:int) -> tuple[str, bytes]:
     "The content type and bytes of an `image_url` part of message `i`."
     return await self.images.get(part['image_url']['url'], f'messages.{i}.content')
 
+# %% ../nbs/22_cloud.ipynb #bc6ca7da
+@patch
+async def aclose(self:CloudEngine):
+    "Close the engine's HTTP client and the connections it pools."
+    if self.http is not None: await self.http.aclose()
+
 # %% ../nbs/22_cloud.ipynb #f8c0b030
 class MockProvider:
     "A client (of an engine's `http_lib`) whose transport records requests and answers `respond(request)`: `(status, body, headers)`."

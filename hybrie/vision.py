@@ -102,3 +102,9 @@ async def _fetch(self:ImageFetcher, url, param):
             buf += b
             if len(buf) > self.policy.max_bytes: raise invalid_request(f'The image is larger than {self.policy.max_bytes} bytes.', param)
         return mime, bytes(buf)
+
+# %% ../nbs/21_vision.ipynb #3ce630af
+@patch
+async def aclose(self:ImageFetcher):
+    "Close the fetcher's HTTP client."
+    await self.client.aclose()

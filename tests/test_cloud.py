@@ -2,6 +2,7 @@
 speaking each provider's wire format, driven from outside by the `openai` SDK."""
 import base64, json, time
 import httpx, openai, pytest
+from prometheus_client.parser import text_string_to_metric_families
 from conftest import start_server
 from cloud_standins import StandIns, PNG
 
@@ -35,6 +36,22 @@ def cloud_server(standins):
 @pytest.fixture(scope='module')
 def oc(cloud_server):
     return openai.OpenAI(base_url=cloud_server.url, api_key='unused', max_retries=0)
+
+
+def wait_for(cond, what, timeout=60):
+    "Poll `cond` until it holds; fail naming `what` after `timeout` seconds."
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline: raise AssertionError(f'timed out waiting for {what}')
+        time.sleep(0.05)
+
+
+def requests_running(root, endpoint='chat') -> float:
+    "The server's `hybrie_requests_running` gauge for `endpoint` (a chat request counts from before it is queued)."
+    for fam in text_string_to_metric_families(httpx.get(root + '/metrics').text):
+        for s in fam.samples:
+            if s.name == 'hybrie_requests_running' and s.labels.get('endpoint') == endpoint: return s.value
+    return 0.0
 
 
 def cloud(p, **h): return {'x-hybrie-execution-mode': 'cloud', 'x-hybrie-cloud-provider': p, **h}
@@ -142,6 +159,22 @@ def test_mistral_parameters(oc, standins):
          'frequency_penalty': 0.25}
     assert [m['role'] for m in b['messages']] == ['system', 'user', 'assistant', 'user']
     assert 'x-hybrie-dropped-params' not in r.headers
+
+
+@pytest.mark.parametrize('p', ['openai', 'gemini', 'mistral'])
+def test_explicit_default_temperature_reaches_the_provider(oc, standins, p):
+    "A setting the client sent goes upstream even at its usual default (`temperature: 1.0`); one it did not send stays out."
+    temperature = lambda b: (b.get('generationConfig') or {}).get('temperature') if p == 'gemini' else b.get('temperature')
+    r = raw(oc, p, temperature=1.0)
+    assert temperature(standins.last(p)[2]) == 1.0 and 'x-hybrie-dropped-params' not in r.headers
+    raw(oc, p)
+    assert temperature(standins.last(p)[2]) is None
+
+
+def test_anthropic_drops_a_default_temperature_without_reporting_it(oc, standins):
+    "Anthropic's API refuses `temperature`; dropping one at its default changes nothing, so nothing is reported."
+    r = raw(oc, 'anthropic', temperature=1.0)
+    assert 'temperature' not in standins.last('anthropic')[2] and 'x-hybrie-dropped-params' not in r.headers
 
 
 @pytest.mark.parametrize('p', ['openai', 'mistral', 'gemini'])
@@ -448,7 +481,8 @@ def test_hybrid_falls_back_when_the_local_queue_is_full(standins):
                 if stop.is_set(): break
         holders = [threading.Thread(target=hold, daemon=True) for _ in range(2)]
         holders[0].start(); assert started.wait(60)
-        holders[1].start(); time.sleep(1.0)  # the second one waits in the queue
+        holders[1].start()
+        wait_for(lambda: requests_running(s.root) >= 2, 'the second stream to wait in the queue')
         try:
             with pytest.raises(openai.RateLimitError):  # local only: the queue is full
                 oc.chat.completions.create(model='smollm2-135m-instruct', messages=[{'role': 'user', 'content': 'Hi'}])
