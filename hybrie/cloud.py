@@ -235,8 +235,9 @@ async def image(self:CloudEngine, part:dict, i:int) -> tuple[str, bytes]:
 # %% ../nbs/22_cloud.ipynb #bc6ca7da
 @patch
 async def aclose(self:CloudEngine):
-    "Close the engine's HTTP client and the connections it pools."
+    "Close the engine's HTTP client (and the connections it pools) and its image fetcher."
     if self.http is not None: await self.http.aclose()
+    await self.images.aclose()
 
 # %% ../nbs/22_cloud.ipynb #f8c0b030
 class MockProvider:
