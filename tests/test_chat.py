@@ -115,6 +115,10 @@ def test_models_health_metrics(client, server):
     (dict(messages=[{'role': 'robot', 'content': 'x'}]), 400, 'messages.0.role'),
     (dict(messages=[{'role': 'user', 'content': 'hi ' * 9000}]), 400, 'messages'),
     (dict(logit_bias={'abc': 1}), 400, 'logit_bias'),
+    (dict(logit_bias={'49152': 5}), 400, 'logit_bias'),  # one past the bundled model's vocabulary
+    (dict(seed=2**64), 400, 'seed'),
+    (dict(model='all-minilm-l6-v2'), 400, 'model'),
+    (dict(model='whisper-1'), 400, 'model'),
     (dict(tools=[{'type': 'function', 'function': {'name': 'f', 'parameters': {}}}]), 400, 'tools'),
     (dict(response_format={'type': 'json_object'}), 400, 'response_format'),
     (dict(messages=[{'role': 'user', 'content': [{'type': 'image_url', 'image_url': {'url': 'https://x/y.png'}}]}]), 400, 'messages.0.content'),
@@ -200,3 +204,46 @@ def test_overload_answers_429():
         assert codes.count(200) >= 2 and 429 in codes, codes
         r429 = next(r for r in rs if r.status_code == 429)
         assert int(r429.headers['retry-after']) >= 1 and r429.json()['error']['code'] == 'rate_limit_exceeded'
+
+
+def test_wrong_endpoint_is_named(client):
+    "A model /v1/models lists for another endpoint gets a 400 that names the endpoint."
+    for model, endpoint in [('all-minilm-l6-v2', '/v1/embeddings'), ('tts-1', '/v1/audio/speech'), ('whisper-1', '/v1/audio/transcriptions')]:
+        with pytest.raises(openai.BadRequestError) as e: client.chat.completions.create(model=model, messages=Q, max_tokens=2)
+        assert endpoint in e.value.body['message'], e.value.body
+
+
+def test_thinking_mode_without_reasoning_is_accepted(client):
+    "The bundled model has no thinking mode: `thinking_mode` is accepted and changes nothing."
+    kw = dict(model=MODEL, messages=Q, temperature=0, max_tokens=12)
+    plain = client.chat.completions.create(**kw).choices[0].message
+    for mode in ('on', 'off', True, 'auto'):
+        m = client.chat.completions.create(extra_body={'thinking_mode': mode}, **kw).choices[0].message
+        assert m.content == plain.content and not getattr(m, 'reasoning_content', None)
+
+
+def test_cut_character_never_ends_in_replacement(client, server):
+    "A max_tokens cut inside a multi-byte character drops the incomplete bytes, streamed or not."
+    # token 10813 of the bundled tokenizer is the bytes F0 9F: the first half of a 4-byte emoji
+    kw = dict(model=MODEL, messages=Q, max_tokens=1, logit_bias={'10813': 100})
+    r = client.chat.completions.create(**kw)
+    assert r.choices[0].message.content == '' and r.choices[0].finish_reason == 'length'
+    text = ''.join(c.choices[0].delta.content or '' for c in client.chat.completions.create(stream=True, **kw) if c.choices)
+    assert text == ''
+    r = client.chat.completions.create(**(kw | {'max_tokens': 4, 'logit_bias': {}, 'messages': [{'role': 'user', 'content': 'Reply with one emoji.'}]}))
+    assert '\ufffd' not in r.choices[0].message.content
+
+
+def test_greedy_is_repeatable_and_top_k_1_equals_it(client):
+    "temperature 0 gives the same text every time on an idle server, and top_k 1 at any temperature equals it."
+    kw = dict(model=MODEL, messages=[{'role': 'user', 'content': 'Write a long story about a dragon.'}], max_tokens=60)
+    greedy = client.chat.completions.create(temperature=0, **kw).choices[0].message.content
+    assert client.chat.completions.create(temperature=0, **kw).choices[0].message.content == greedy
+    for t in (0.5, 1.0, 1.8):
+        assert client.chat.completions.create(temperature=t, extra_body={'top_k': 1}, **kw).choices[0].message.content == greedy
+
+
+def test_largest_seed_with_several_choices(client):
+    "The largest 64-bit seed works with n > 1 (each choice seeds seed + index, wrapped to 64 bits)."
+    r = client.chat.completions.create(model=MODEL, messages=Q, seed=2**63 - 1, n=2, temperature=1.0, max_tokens=3)
+    assert len(r.choices) == 2
