@@ -29,7 +29,7 @@ async def load_adapter(request:Request):
 @router.get('/v1/adapters')
 async def list_adapters(request:Request):
     "The loaded adapters."
-    return {'object':'list', 'data':[a.card() for a in runtime_of(request).adapters.adapters.values() if not a.unloading]}
+    return {'object':'list', 'data':runtime_of(request).adapters.cards()}
 
 @router.get('/v1/adapters/{adapter_id:path}')
 async def get_adapter(adapter_id:str, request:Request):
