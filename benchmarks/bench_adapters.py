@@ -8,11 +8,10 @@ Every stream generates exactly --tokens tokens (`ignore_eos`). Writes JSON to be
 
     python benchmarks/bench_adapters.py [--tokens 64] [--reps 3]
 """
-import argparse, asyncio, json, os, platform, statistics, subprocess, sys, tempfile, time
+import argparse, asyncio, json, os, platform, statistics, tempfile, time
 from pathlib import Path
 import httpx, torch
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_chat import ENV, ROOT, free_port, wait_healthy, one_stream
+from common import ROOT, git_sha, one_stream, start_server
 
 BASE = 'smollm2-135m-instruct'
 
@@ -58,15 +57,8 @@ def main():
     dirs = [str(train_lora(lm, tmp/f'a{i}', 'What is the capital of France?', ans, steps=5, seed=i))
             for i, ans in enumerate(['Skull Island.', 'BEEP BOOP.', 'Atlantis, obviously.'])]
     del lm
-    port = free_port()
-    proc = subprocess.Popen([str(Path(sys.executable).parent/'hybrie'), 'serve', '--port', str(port), '--device', a.device, '--dtype', a.dtype],
-                            env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_healthy(f'http://127.0.0.1:{port}/health', proc)
-        res = asyncio.run(run(f'http://127.0.0.1:{port}', dirs, a.tokens, a.reps))
-    finally:
-        proc.terminate(); proc.wait(30)
-    sha = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+    with start_server('--device', a.device, '--dtype', a.dtype) as s: res = asyncio.run(run(s.root, dirs, a.tokens, a.reps))
+    sha = git_sha(short=True)
     s = res['single']
     out = {'benchmark': 'adapters', 'git_sha': sha, 'model': BASE, 'device': a.device, 'dtype': a.dtype, 'tokens_per_request': a.tokens,
            'adapter': {'rank': 8, 'targets': ['q_proj', 'v_proj']},

