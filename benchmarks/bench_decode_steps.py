@@ -43,9 +43,10 @@ def main():
     ap.add_argument('--prompt-repeat', type=int, default=8); ap.add_argument('--device', default='cpu')
     a = ap.parse_args()
     from transformers import DynamicCache
-    from hybrie.config import Catalog, Settings
+    from hybrie.config import Catalog, EngineSettings
     from hybrie.loader import load_model, cpu_bf16_speedup
-    from hybrie.engine import GrowingCache, LocalEngine
+    from hybrie.kvcache import GrowingCache
+    from hybrie.engine import LocalEngine
     res = {}
     text = 'Tell me about the sea and the ships that sail on it. ' * a.prompt_repeat
     for dt in ('float32', 'bfloat16'):
@@ -55,7 +56,7 @@ def main():
             loop(lm.model, ids, DynamicCache(), 4)
             for name, cls in (('DynamicCache', DynamicCache), ('GrowingCache', GrowingCache)):
                 res[f'{dt}/batch{B}/{name}'] = statistics.median(loop(lm.model, ids, cls(), a.tokens) for _ in range(a.reps))
-        eng = LocalEngine(lm, Settings(max_batch_size=16))
+        eng = LocalEngine(lm, EngineSettings(max_batch_size=16))
         for B in (1, 8):
             res[f'{dt}/batch{B}/LocalEngine'] = statistics.median(asyncio.run(engine_rate(eng, lm, B, a.tokens, text)) for _ in range(a.reps))
         eng.close(); del lm
