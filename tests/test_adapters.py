@@ -49,6 +49,24 @@ def test_preloaded_adapter_is_listed_and_selected(srv, oc):
     assert 'Paris' in ask(oc)                                       # the base
 
 
+def test_response_model_names_the_adapter(srv, oc):
+    "The response `model` names what answered: the adapter, asked for by the header or by `model`."
+    kw = dict(messages=[{'role': 'user', 'content': Q}], temperature=0, max_tokens=5)
+    assert oc.chat.completions.create(model=BASE, extra_headers={'x-hybrie-adapter-id': 'pirate'}, **kw).model == 'pirate'
+    assert oc.chat.completions.create(model='pirate', **kw).model == 'pirate'
+    assert oc.chat.completions.create(model=BASE, **kw).model == BASE
+    chunks = list(oc.chat.completions.create(model=BASE, extra_headers={'x-hybrie-adapter-id': 'pirate'}, stream=True, **kw))
+    assert {c.model for c in chunks} == {'pirate'}
+
+
+def test_unknown_adapter_is_404_adapter_not_found(srv, oc):
+    "An adapter named by the header that is not loaded is the client's error: 404 `adapter_not_found`; an unknown `model` stays `model_not_found`."
+    with pytest.raises(openai.NotFoundError) as e: ask(oc, adapter='ghost')
+    assert e.value.body['code'] == 'adapter_not_found' and 'ghost' in e.value.body['message'], e.value.body
+    with pytest.raises(openai.NotFoundError) as e: ask(oc, 'ghost')
+    assert e.value.body['code'] == 'model_not_found', e.value.body
+
+
 def test_load_select_header_wins_unload(srv, oc, adapter_dirs):
     r = load(srv, 'robot', adapter_dirs['robot'], base_model=BASE)
     assert r.status_code == 201 and r.json()['rank'] == 8 and r.json()['target_modules'] == ['q_proj', 'v_proj']
