@@ -1,8 +1,7 @@
 """`/v1/embeddings` of a real `hybrie serve` with the bundled all-MiniLM-L6-v2, through the official openai SDK."""
 import asyncio, base64
 import httpx, numpy as np, openai, pytest
-from hybrie.config import package_dir
-from hybrie.embeddings import find_weights
+from hybrie.config import package_dir, find_weights
 
 MODEL = 'all-minilm-l6-v2'
 TEXTS = ['The cat sat on the mat.', 'hello world', 'A self-hosted inference runtime with an OpenAI-compatible API.',
