@@ -165,11 +165,6 @@ class EmbeddingEngine:
             out.append(ModelInfo(e.id, context_length=e.context_length, capabilities=list(e.capabilities)))
         return out
 
-    def default_id(self) -> str|None:
-        "The first embedding model of the catalog whose weights are here."
-        ms = self.models()
-        return ms[0].id if ms else None
-
 # %% ../nbs/23_embeddings.ipynb #a26bc329
 @patch
 def model(self:EmbeddingEngine, id:str) -> EmbeddingModel:
