@@ -5,10 +5,9 @@
 # %% ../nbs/22b_cloud_anthropic.ipynb #bc730e58
 from __future__ import annotations
 import base64, json
-import httpx2
 from fastcore.basics import patch
 from .protocol import *
-from .cloud import CloudEngine, POOL_LIMITS, map_params, message_text, tool_arguments, unsupported_part
+from .cloud import StainlessEngine, map_params, message_text, tool_arguments, unsupported_part
 
 # %% auto #0
 __all__ = ['AnthropicEngine']
@@ -17,17 +16,9 @@ __all__ = ['AnthropicEngine']
 _ANTHROPIC_FINISH = {'end_turn': 'stop', 'stop_sequence': 'stop', 'max_tokens': 'length', 'tool_use': 'tool_calls',
                      'refusal': 'content_filter', 'pause_turn': 'stop', 'model_context_window_exceeded': 'length'}
 
-class AnthropicEngine(CloudEngine):
+class AnthropicEngine(StainlessEngine):
     "Anthropic messages through the `anthropic` SDK."
-    provider = 'anthropic'
-    def make_http(self):
-        import anthropic
-        return anthropic.DefaultAioHttpClient(timeout=self.cfg.timeout, limits=httpx2.Limits(**POOL_LIMITS))
-
-    def make_client(self):
-        import anthropic
-        return anthropic.AsyncAnthropic(api_key=self.cfg.api_key, base_url=self.cfg.base_url, timeout=self.cfg.timeout,
-                                        max_retries=self.cfg.max_retries, http_client=self.http)
+    provider, sdk, client_class = 'anthropic', 'anthropic', 'AsyncAnthropic'
 
     async def complete(self, kw): return await self.client.messages.create(**kw)
     async def open_stream(self, kw): return await self.client.messages.create(**kw, stream=True)

@@ -8,7 +8,7 @@ import json
 import httpx2
 from fastcore.basics import patch
 from .protocol import *
-from .cloud import CloudEngine, POOL_LIMITS, body_message, map_params, upstream_error
+from .cloud import StainlessEngine, body_message, map_params, upstream_error
 
 # %% auto #0
 __all__ = ['OPENAI_MESSAGE_KEYS', 'openai_chat_body', 'OpenAIEngine']
@@ -36,17 +36,9 @@ def openai_chat_body(req:ChatRequest, # The request
     return {'model': req.model, 'messages': msgs, **kw}, dropped
 
 # %% ../nbs/22a_cloud_openai.ipynb #63aa5e90
-class OpenAIEngine(CloudEngine):
+class OpenAIEngine(StainlessEngine):
     "OpenAI chat completions through the `openai` SDK."
-    provider = 'openai'
-    def make_http(self):
-        import openai
-        return openai.DefaultAioHttpClient(timeout=self.cfg.timeout, limits=httpx2.Limits(**POOL_LIMITS))
-
-    def make_client(self):
-        import openai
-        return openai.AsyncOpenAI(api_key=self.cfg.api_key, base_url=self.cfg.base_url, timeout=self.cfg.timeout,
-                                  max_retries=self.cfg.max_retries, http_client=self.http)
+    provider, sdk, client_class = 'openai', 'openai', 'AsyncOpenAI'
 
     async def translate(self, req, info):
         msgs = [m if len(m) == 2 and 'content' in m else {k: m[k] for k in OPENAI_MESSAGE_KEYS if k in m} for m in req.messages]

@@ -422,13 +422,37 @@ def test_hybrid_runs_locally_when_it_can(oc):
     ('smollm2-135m-instruct', {'x-hybrie-execution-mode': 'cloud', 'x-hybrie-cloud-provider': 'azure'}, 'x-hybrie-cloud-provider'),
     ('smollm2-135m-instruct', {'x-hybrie-execution-mode': 'cloud'}, 'x-hybrie-cloud-provider'),
     ('gpt-4.1-mini', {'x-hybrie-execution-mode': 'local'}, 'model'),
-    ('gpt-4.1-mini', {}, 'model'),
+    ('smollm2-135m-instruct', {'x-hybrie-execution-mode': 'local', 'x-hybrie-cloud-provider': 'openai'}, 'x-hybrie-cloud-provider'),
     ('gpt-4.1-mini', {'x-hybrie-execution-mode': 'cloud', 'x-hybrie-cloud-provider': 'anthropic'}, 'x-hybrie-cloud-provider'),
 ])
 def test_routing_errors_are_400(oc, model, headers, param):
     with pytest.raises(openai.BadRequestError) as e:
         oc.chat.completions.create(model=model, messages=[{'role': 'user', 'content': 'Hi'}], extra_headers=headers)
     assert e.value.status_code == 400 and e.value.body['param'] == param
+
+
+def test_auto_mode_runs_a_cloud_model_at_its_provider(oc):
+    "With no mode set, a cloud model /v1/models lists runs at its provider, and names itself in the response."
+    r = oc.chat.completions.with_raw_response.create(model='gpt-4.1-mini', messages=[{'role': 'user', 'content': 'Hi'}])
+    assert r.headers['x-hybrie-executed-by'] == 'cloud:openai' and r.parse().model == 'gpt-4.1-mini'
+
+
+def test_a_provider_header_alone_is_honoured(oc, standins):
+    r = oc.chat.completions.with_raw_response.create(model='smollm2-135m-instruct', messages=[{'role': 'user', 'content': 'Hi'}],
+                                                     extra_headers={'x-hybrie-cloud-provider': 'anthropic'})
+    assert r.headers['x-hybrie-executed-by'] == 'cloud:anthropic'
+    assert standins.last('anthropic')[2]['model'] == 'claude-sonnet-4-6'
+
+
+def test_a_local_server_stays_strict_and_a_no_local_gateway_answers_plain_requests(standins):
+    env = {'OPENAI_API_KEY': KEYS['OPENAI_API_KEY'], **standins.env(), 'HYBRIE_CLOUD_MAX_RETRIES': '0'}
+    body = {'messages': [{'role': 'user', 'content': 'Hi'}]}
+    with start_server(env=env | {'HYBRIE_EXECUTION_MODE': 'local'}) as s:
+        r = httpx.post(s.url + '/chat/completions', json=body | {'model': 'gpt-4.1-mini'})
+        assert r.status_code == 400 and r.json()['error']['param'] == 'model'
+    with start_server('--no-local', env=env) as s:
+        r = httpx.post(s.url + '/chat/completions', json=body | {'model': 'smollm2-135m-instruct'})
+        assert r.status_code == 200 and r.headers['x-hybrie-executed-by'] == 'cloud:openai'
 
 
 def test_models_lists_cloud_models_with_capabilities(cloud_server):
