@@ -209,7 +209,10 @@ def _forward(self:LocalEngine, ids, mask, pos, cache, rows):
 # %% ../nbs/20_engine.ipynb #113f625a
 @patch
 def _prefill(self:LocalEngine, seqs:list[Sequence]):
-    "Run the prompts of `seqs` together and sample their first tokens; then they join the batch."
+    "Run the prompts of `seqs` together (one by one when batch-invariant) and sample their first tokens; then they join the batch."
+    if self.s.batch_invariant and len(seqs) > 1:
+        for s in seqs: self._prefill([s])
+        return
     dev, L = self.lm.device, max(len(s.prompt) for s in seqs)
     ids = torch.tensor([[0]*(L-len(s.prompt)) + s.prompt for s in seqs], device=dev)
     mask = torch.tensor([[0]*(L-len(s.prompt)) + [1]*len(s.prompt) for s in seqs], device=dev)

@@ -9,18 +9,40 @@ import torch
 import torch.nn.functional as F
 
 # %% auto #0
-__all__ = ['SIBLINGS', 'linear', 'stable_linear', 'RowStableLinear', 'make_row_stable', 'LinearGroup', 'GroupLinear',
-           'fuse_projections', 'pack_weight', 'PackedLinear', 'pack_linears', 'decode_attention']
+__all__ = ['PROBE_ROWS', 'SIBLINGS', 'linear', 'row_invariant', 'stable_linear', 'RowStableLinear', 'make_row_stable',
+           'LinearGroup', 'GroupLinear', 'fuse_projections', 'pack_weight', 'PackedLinear', 'pack_linears',
+           'decode_attention']
 
 # %% ../nbs/11_kernels.ipynb #f1893093
 def linear(x:torch.Tensor, w:torch.Tensor, b:torch.Tensor|None=None) -> torch.Tensor:
     "`F.linear`, also for a weight packed by `pack_weight` (below)."
     return torch.ops.mkldnn._linear_pointwise(x, w, b, 'none', [], '') if w.is_mkldnn else F.linear(x, w, b)
 
+PROBE_ROWS = 16  # batch sizes checked by `row_invariant` (the engine's default `max_batch_size`)
+_verdicts = {}
+
+def row_invariant(w:torch.Tensor, b:torch.Tensor|None=None, rows:int=PROBE_ROWS, dtype=None, kernel=None) -> bool:
+    "Is each row of `kernel(x, w, b)` (default `linear`) the same, bit for bit, at every batch size from 2 to `rows`?"
+    kernel = kernel or linear
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(rows, w.shape[-1], generator=g).to(dtype or w.dtype)
+    with torch.inference_mode():
+        want = torch.cat([kernel(torch.cat([x[i:i+1], x[i:i+1]]), w, b)[:1] for i in range(rows)])
+        return all(torch.equal(kernel(x[:m], w, b), want[:m]) for m in range(2, rows+1))
+
+def _rowwise(x:torch.Tensor, w:torch.Tensor, b:torch.Tensor|None) -> bool:
+    key = (tuple(w.shape), w.dtype, w.is_mkldnn, w.device.type, x.dtype, b is None)
+    if key not in _verdicts: _verdicts[key] = not row_invariant(w, b, PROBE_ROWS, x.dtype)
+    return _verdicts[key]
+
 def stable_linear(x:torch.Tensor, w:torch.Tensor, b:torch.Tensor|None=None) -> torch.Tensor:
-    "`linear`, computing a single row as two so that it takes the kernel of a batch."
-    if x.shape[-1] == x.numel() and not torch.is_grad_enabled(): return linear(torch.cat([x, x]), w, b)[:1]
-    return linear(x, w, b)
+    "`linear`, with each row's result independent of how many rows come with it (up to `PROBE_ROWS`)."
+    n = x.numel() // x.shape[-1]
+    if torch.is_grad_enabled() or n > PROBE_ROWS: return linear(x, w, b)
+    if n == 1: return linear(torch.cat([x, x]), w, b)[:1]
+    if not _rowwise(x, w, b): return linear(x, w, b)
+    rows = x.reshape(n, 1, x.shape[-1])
+    return torch.cat([linear(torch.cat([r, r]), w, b)[:1] for r in rows]).reshape(*x.shape[:-1], -1)
 
 # %% ../nbs/11_kernels.ipynb #c9952ba6
 class RowStableLinear(torch.nn.Linear):
