@@ -12,11 +12,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 # %% auto #0
 __all__ = ['SAMPLING_DEFAULTS', 'HEADER_ADAPTER', 'HEADER_MODE', 'HEADER_PROVIDER', 'HEADER_PEER', 'Chunk', 'HybrieError',
            'invalid_request', 'model_not_found', 'overloaded', 'ImageURL', 'ContentPart', 'FunctionCall', 'ToolCall',
-           'ChatMessage', 'StreamOptions', 'ChatCompletionRequest', 'parse_model', 'parse_chat_request',
-           'from_validation_error', 'SamplingParams', 'RoutingHints', 'ChatRequest', 'has_images', 'from_chat_request',
-           'TokenLogprob', 'TextDelta', 'ReasoningDelta', 'ToolCallDelta', 'Finish', 'Usage', 'Executed', 'ModelInfo',
-           'ChatEngine', 'to_usage', 'to_stream_chunk', 'ChatCompletionAccumulator', 'to_model_card', 'LoadAdapter',
-           'VllmLoad', 'VllmUnload']
+           'ThinkingBlock', 'ChatMessage', 'StreamOptions', 'ChatCompletionRequest', 'parse_model',
+           'parse_chat_request', 'from_validation_error', 'SamplingParams', 'RoutingHints', 'ChatRequest', 'has_images',
+           'from_chat_request', 'TokenLogprob', 'TextDelta', 'ReasoningDelta', 'ToolCallDelta', 'Finish', 'Usage',
+           'Executed', 'ModelInfo', 'ChatEngine', 'to_usage', 'to_stream_chunk', 'ChatCompletionAccumulator',
+           'to_model_card', 'LoadAdapter', 'VllmLoad', 'VllmUnload']
 
 # %% ../nbs/00_protocol.ipynb #94e9368e
 class HybrieError(Exception):
@@ -71,9 +71,25 @@ class FunctionCall(BaseModel):
     arguments: str = ''
 
 class ToolCall(BaseModel):
+    "A tool call of an assistant message; other fields a provider added (`extra_content`, `provider_specific_fields`) are kept."
+    model_config = ConfigDict(extra='allow')
     id: str
     type: Literal['function'] = 'function'
     function: FunctionCall
+
+class ThinkingBlock(BaseModel):
+    "A provider's signed reasoning, as LiteLLM returns it: `thinking` text with its `signature`, or `redacted_thinking` `data`."
+    model_config = ConfigDict(extra='allow')
+    type: Literal['thinking','redacted_thinking']
+    thinking: str|None = None
+    signature: str|None = None
+    data: str|None = None
+
+    @model_validator(mode='after')
+    def _complete(self):
+        if self.type == 'thinking' and self.thinking is None: raise ValueError("a `thinking` block needs `thinking`")
+        if self.type == 'redacted_thinking' and not self.data: raise ValueError("a `redacted_thinking` block needs `data`")
+        return self
 
 class ChatMessage(BaseModel):
     "A message of the conversation, as clients send it."
@@ -84,6 +100,7 @@ class ChatMessage(BaseModel):
     tool_calls: list[ToolCall]|None = None
     tool_call_id: str|None = None
     reasoning_content: str|None = None
+    thinking_blocks: list[ThinkingBlock]|None = None  # signed reasoning to send back to the provider that wrote it
 
     @model_validator(mode='after')
     def _has_content(self):
@@ -275,9 +292,11 @@ class TextDelta:
 
 @dataclass
 class ReasoningDelta:
-    "New reasoning text (a model's thinking) for choice `index`."
+    "New reasoning text (a model's thinking) for choice `index`; a `signature` closes the block the text since the last one belongs to."
     text: str
     index: int = 0
+    signature: str|None = None  # the provider's signature of the thinking block this delta ends
+    redacted: str|None = None  # a whole redacted block: the provider's encrypted `data` (no text)
 
 @dataclass
 class ToolCallDelta:
@@ -336,6 +355,12 @@ def _logprobs_json(lps:list[TokenLogprob]|None):
                          'top_logprobs':[{'token':t,'logprob':p,'bytes':list(t.encode())} for t,p in l.top]} for l in lps],
             'refusal': None}
 
+def _thinking_block(c:ReasoningDelta) -> dict|None:
+    "The thinking block a reasoning delta closes (None: it closes none)."
+    if c.redacted: return {'type':'redacted_thinking', 'data':c.redacted}
+    if c.signature: return {'type':'thinking', 'thinking':c.text, 'signature':c.signature}
+    return None
+
 def to_usage(u:Usage) -> dict:
     return {'prompt_tokens':u.prompt_tokens, 'completion_tokens':u.completion_tokens, 'total_tokens':u.total_tokens}
 
@@ -347,7 +372,9 @@ def to_stream_chunk(req:ChatRequest, c:Chunk, first:bool=False, # Add the role (
     delta, finish, lps = {}, None, None
     if first: delta['role'] = 'assistant'
     if isinstance(c, TextDelta): delta['content'], lps = c.text, _logprobs_json(c.logprobs)
-    elif isinstance(c, ReasoningDelta): delta['reasoning_content'] = delta['reasoning'] = c.text
+    elif isinstance(c, ReasoningDelta):
+        if c.text or not (c.signature or c.redacted): delta['reasoning_content'] = delta['reasoning'] = c.text
+        if b := _thinking_block(c): delta['thinking_blocks'] = [b]
     elif isinstance(c, ToolCallDelta):
         fn = {'arguments': c.arguments}
         if c.name is not None: fn['name'] = c.name
@@ -367,13 +394,14 @@ class ChatCompletionAccumulator:
         self.req, self.model = req, model or req.model
         self.text, self.reasoning, self.finish = {}, {}, {}
         self.lps, self.calls, self.usage = {}, {}, None
+        self.blocks = {}  # choice -> its thinking blocks; the last one is open until a signature closes it
 
     def add(self, c:Chunk):
         i = getattr(c, 'index', 0)
         if isinstance(c, TextDelta):
             self.text[i] = self.text.get(i, '') + c.text
             if c.logprobs is not None: self.lps.setdefault(i, []).extend(c.logprobs)
-        elif isinstance(c, ReasoningDelta): self.reasoning[i] = self.reasoning.get(i, '') + c.text
+        elif isinstance(c, ReasoningDelta): self.add_reasoning(c, i)
         elif isinstance(c, ToolCallDelta):
             tc = self.calls.setdefault(i, {}).setdefault(c.call_index, {'id':None,'type':'function','function':{'name':'','arguments':''}})
             if c.id: tc['id'] = c.id
@@ -382,12 +410,27 @@ class ChatCompletionAccumulator:
         elif isinstance(c, Finish): self.finish[i] = c.reason
         elif isinstance(c, Usage): self.usage = c
 
+    def add_reasoning(self, c:ReasoningDelta, i:int):
+        "Reasoning text joins the open thinking block; a signature closes it; a redacted block stands alone."
+        if c.text or not (c.signature or c.redacted): self.reasoning[i] = self.reasoning.get(i, '') + c.text
+        bs = self.blocks.setdefault(i, [])
+        if c.redacted: bs.append({'type':'redacted_thinking', 'data':c.redacted}); return
+        if c.text or c.signature:
+            if not bs or 'signature' in bs[-1] or bs[-1]['type'] != 'thinking': bs.append({'type':'thinking', 'thinking':''})
+            bs[-1]['thinking'] += c.text
+            if c.signature: bs[-1]['signature'] = c.signature
+
+    def thinking_blocks(self, i:int) -> list[dict]:
+        "The signed (and redacted) thinking blocks of choice `i`: what its provider needs back."
+        return [b for b in self.blocks.get(i, []) if 'signature' in b or b['type'] == 'redacted_thinking']
+
     def response(self) -> dict:
         "The OpenAI `chat.completion` object."
         choices = []
         for i in range(self.req.n):
             msg = {'role':'assistant', 'content':self.text.get(i, '' if i not in self.calls else None)}
             if i in self.reasoning: msg['reasoning_content'] = msg['reasoning'] = self.reasoning[i]
+            if bs := self.thinking_blocks(i): msg['thinking_blocks'] = bs
             if i in self.calls: msg['tool_calls'] = [self.calls[i][k] for k in sorted(self.calls[i])]
             choices.append({'index':i, 'message':msg, 'logprobs':_logprobs_json(self.lps.get(i)) if self.req.sampling.logprobs else None,
                             'finish_reason':self.finish.get(i, 'stop')})
