@@ -4,7 +4,7 @@
 
 # %% ../nbs/22_cloud.ipynb #583c17cc
 from __future__ import annotations
-import importlib, inspect, json
+import importlib, inspect, json, re, uuid
 from dataclasses import dataclass, field
 from typing import AsyncIterator
 import httpx, httpx2
@@ -16,7 +16,8 @@ from .vision import ImageFetcher
 # %% auto #0
 __all__ = ['PROVIDERS', 'CLOUD_MODELS', 'DEFAULT_MODELS', 'POOL_LIMITS', 'CloudModel', 'ProviderConfig', 'provider_configs',
            'upstream_error', 'body_message', 'from_sdk_error', 'message_text', 'tool_arguments', 'unsupported_part',
-           'map_params', 'CloudEngine', 'StainlessEngine', 'MockProvider', 'sse_answer', 'collect', 'example_request']
+           'map_params', 'check_tools', 'JsonFormat', 'json_format', 'new_call_id', 'ToolCallNumbering', 'CloudEngine',
+           'StainlessEngine', 'MockProvider', 'sse_answer', 'collect', 'example_request']
 
 # %% ../nbs/22_cloud.ipynb #01fb1cdd
 PROVIDERS = PROVIDER_NAMES  # the providers the catalog covers: the names `settings.cloud` has a table for
@@ -151,6 +152,82 @@ def map_params(s:SamplingParams, # The request's sampling settings, as the clien
         elif v != SAMPLING_DEFAULTS.get(k): dropped.append(k)
     return kw, dropped
 
+# %% ../nbs/22_cloud.ipynb #a64c5e8c
+_NAME = re.compile(r'^[A-Za-z0-9_-]{1,64}$')
+
+def check_tools(req:ChatRequest) -> list[str]:
+    "The names of the request's functions, or a 400 naming the tool definition or `tool_choice` at fault."
+    names = []
+    for k, t in enumerate(req.tools or []):
+        fn = t.get('function') if isinstance(t, dict) else None
+        if not isinstance(fn, dict) or t.get('type', 'function') != 'function':
+            raise invalid_request('A tool must be `{"type": "function", "function": {"name": ..., "parameters": ...}}`.', f'tools.{k}')
+        name = fn.get('name')
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise invalid_request('A function name must be 1 to 64 letters, digits, `_` or `-`.', f'tools.{k}.function.name')
+        if name in names: raise invalid_request(f'The function `{name}` is defined twice.', f'tools.{k}.function.name')
+        p = fn.get('parameters')
+        if p is not None and (not isinstance(p, dict) or p.get('type', 'object') != 'object'):
+            raise invalid_request('Function `parameters` must be the JSON Schema of an object.', f'tools.{k}.function.parameters')
+        names.append(name)
+    tc = req.tool_choice
+    if tc is None or tc in ('auto', 'none'): return names
+    if tc == 'required' and names: return names
+    if isinstance(tc, dict) and tc.get('type') == 'function' and isinstance(tc.get('function'), dict):
+        if tc['function'].get('name') in names: return names
+        raise invalid_request(f"`tool_choice` names `{tc['function'].get('name')}`, which is not among `tools`.", 'tool_choice')
+    if tc == 'required': raise invalid_request('`tool_choice: required` needs `tools`.', 'tool_choice')
+    raise invalid_request(f'Unsupported `tool_choice`: {tc!r}.', 'tool_choice')
+
+# %% ../nbs/22_cloud.ipynb #aa84fd53
+@dataclass(frozen=True)
+class JsonFormat:
+    "A JSON `response_format`: `json_object` (`schema` None: any object) or `json_schema`."
+    name: str = 'json_object'
+    schema: dict|None = None
+    strict: bool = False
+
+def json_format(req:ChatRequest) -> JsonFormat|None:
+    "The request's JSON response format (None: free text), or a 400 naming the part of `response_format` at fault."
+    rf = req.response_format
+    if rf is None: return None
+    if not isinstance(rf, dict) or rf.get('type') not in ('text', 'json_object', 'json_schema'):
+        raise invalid_request('`response_format.type` must be `text`, `json_object` or `json_schema`.', 'response_format.type')
+    if rf['type'] == 'text': return None
+    if rf['type'] == 'json_object': return JsonFormat()
+    js = rf.get('json_schema')
+    if not isinstance(js, dict): raise invalid_request('`response_format.json_schema` is required for `json_schema`.', 'response_format.json_schema')
+    name = js.get('name', 'response')
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise invalid_request('A schema name must be 1 to 64 letters, digits, `_` or `-`.', 'response_format.json_schema.name')
+    schema = js.get('schema')
+    if schema is not None and not isinstance(schema, dict):
+        raise invalid_request('`response_format.json_schema.schema` must be a JSON Schema (an object).', 'response_format.json_schema.schema')
+    return JsonFormat(name, schema, bool(js.get('strict')))
+
+# %% ../nbs/22_cloud.ipynb #650b9acd
+def new_call_id() -> str: return 'call_' + uuid.uuid4().hex[:24]
+
+class ToolCallNumbering:
+    "The tool calls of one streamed answer, numbered per choice as OpenAI numbers them."
+    def __init__(self): self.by_id, self.by_key, self.named, self.count = {}, {}, set(), {}
+
+    def delta(self, i:int, # The choice
+              key, # The upstream's own key for the call (its index, its content block), or None
+              id:str|None, name:str|None, arguments:str='') -> ToolCallDelta:
+        "This piece of a call as an OpenAI-shaped `ToolCallDelta`."
+        k = self.by_id.get((i, id)) if id else self.by_key.get((i, key))
+        if k is None:
+            k = self.count.get(i, 0)
+            self.count[i] = k + 1
+            id = id or new_call_id()
+            self.by_id[(i, id)] = k
+        else: id = None
+        self.by_key[(i, key)] = k
+        if name and (i, k) not in self.named: self.named.add((i, k))
+        else: name = None
+        return ToolCallDelta(k, i, id, name, arguments or '')
+
 # %% ../nbs/22_cloud.ipynb #5e7ade0d
 POOL_LIMITS = dict(max_connections=256, max_keepalive_connections=64)  # one provider's connection pool
 
@@ -193,6 +270,7 @@ async def chat(self:CloudEngine, req:ChatRequest) -> AsyncIterator[Chunk]:
     info = CLOUD_MODELS.get(req.model)
     if info and 'vision' not in info.capabilities and has_images(req.messages):
         raise invalid_request(f'The model `{req.model}` does not accept images.', 'messages', 'model_not_multimodal')
+    check_tools(req); json_format(req)  # a bad definition is the same 400 for every provider
     kw, dropped = await self.translate(req, info)
     executed = Executed(self.by, model=req.model, dropped_params=dropped)
     try:
