@@ -7,10 +7,10 @@ from __future__ import annotations
 import base64, json
 from fastcore.basics import patch
 from .protocol import *
-from .cloud import StainlessEngine, map_params, message_text, tool_arguments, unsupported_part
+from .cloud import StainlessEngine, ToolCallNumbering, JsonFormat, json_format, check_tools, map_params, message_text, tool_arguments, unsupported_part
 
 # %% auto #0
-__all__ = ['AnthropicEngine']
+__all__ = ['AnthropicEngine', 'answer_tool']
 
 # %% ../nbs/22b_cloud_anthropic.ipynb #d06730e3
 _ANTHROPIC_FINISH = {'end_turn': 'stop', 'stop_sequence': 'stop', 'max_tokens': 'length', 'tool_use': 'tool_calls',
@@ -38,6 +38,14 @@ async def blocks(self:AnthropicEngine, content, i:int) -> list[dict]:
         else: unsupported_part(p, i, self.provider)
     return out
 
+def _thinking_blocks(m:dict) -> list[dict]:
+    "The signed and redacted thinking blocks of an assistant message, as Anthropic takes them back."
+    out = []
+    for b in m.get('thinking_blocks') or []:
+        if b['type'] == 'redacted_thinking': out.append({'type': 'redacted_thinking', 'data': b['data']})
+        elif b.get('signature'): out.append({'type': 'thinking', 'thinking': b['thinking'], 'signature': b['signature']})
+    return out
+
 @patch
 async def messages(self:AnthropicEngine, msgs:list[dict]) -> tuple[str|None, list[dict]]:
     "The `system` text and the alternating turns Anthropic takes."
@@ -48,7 +56,7 @@ async def messages(self:AnthropicEngine, msgs:list[dict]) -> tuple[str|None, lis
         if role == 'tool':
             role, blocks = 'user', [{'type': 'tool_result', 'tool_use_id': m.get('tool_call_id', ''), 'content': message_text(c)}]
         else:
-            blocks = await self.blocks(c, i)
+            blocks = (_thinking_blocks(m) if role == 'assistant' else []) + await self.blocks(c, i)
             for tc in m.get('tool_calls') or []:
                 blocks.append({'type': 'tool_use', 'id': tc['id'], 'name': tc['function']['name'],
                                'input': tool_arguments(tc['function']['arguments'], f'messages.{i}.tool_calls')})
@@ -64,21 +72,49 @@ def _anthropic_tool_choice(tc):
     if isinstance(tc, dict) and tc.get('function', {}).get('name'): return {'type': 'tool', 'name': tc['function']['name']}
     raise invalid_request(f'Unsupported `tool_choice`: {tc!r}.', 'tool_choice')
 
+def answer_tool(fmt:JsonFormat) -> tuple[dict, bool]:
+    "The tool whose input is the JSON answer, and whether it wraps the answer in `value` (a schema whose root is not an object)."
+    schema = dict(fmt.schema or {'type': 'object'})
+    wrapped = schema.get('type') != 'object'
+    if wrapped:
+        defs = {k: schema.pop(k) for k in ('$defs', 'definitions') if k in schema}
+        schema = {'type': 'object', 'properties': {'value': schema}, 'required': ['value'], **defs}
+    return {'name': fmt.name, 'description': 'Give your answer by calling this tool: its input is the answer.', 'input_schema': schema}, wrapped
+
+def _answer_tool_of(req) -> tuple[str|None, bool]:
+    "The name of the request's answer tool (None: it has none) and whether it wraps the answer."
+    fmt = json_format(req)
+    return (fmt.name, answer_tool(fmt)[1]) if fmt else (None, False)
+
+def _unsigned_tool_turn(msgs:list[dict]) -> bool:
+    "Whether the conversation ends in a tool turn (an assistant's tool calls, then their results) sent back without its thinking."
+    for m in reversed(msgs):
+        if m['role'] == 'tool': continue
+        return m['role'] == 'assistant' and bool(m.get('tool_calls')) and not _thinking_blocks(m)
+    return False
+
 @patch
 async def translate(self:AnthropicEngine, req, info):
     if req.n > 1: raise invalid_request('anthropic returns one choice per request; `n` must be 1.', 'n')
-    if req.response_format and req.response_format.get('type') != 'text':
-        raise invalid_request('anthropic cannot be held to a JSON `response_format`; use a model of another provider.', 'response_format')
     kw, dropped = map_params(req.sampling, {'stop': 'stop_sequences', 'max_tokens': 'max_tokens'})
     system, msgs = await self.messages(req.messages)
     kw = {'model': req.model, 'messages': msgs, 'max_tokens': self.max_tokens_default} | kw
     if system: kw['system'] = system
-    if req.tools:
-        kw['tools'] = [{'name': t['function']['name'], 'description': t['function'].get('description', ''),
-                        'input_schema': t['function'].get('parameters') or {'type': 'object', 'properties': {}}} for t in req.tools]
-        kw['tool_choice'] = _anthropic_tool_choice(req.tool_choice)
+    tools = [{'name': t['function']['name'], 'description': t['function'].get('description', ''),
+              'input_schema': t['function'].get('parameters') or {'type': 'object', 'properties': {}}} for t in req.tools or []]
+    if tools: kw['tool_choice'] = _anthropic_tool_choice(req.tool_choice)
+    if fmt := json_format(req):
+        tool = answer_tool(fmt)[0]
+        if fmt.name in check_tools(req):
+            raise invalid_request(f'The response format `{fmt.name}` has the name of one of the tools; rename one.', 'response_format.json_schema.name')
+        if not tools or req.tool_choice == 'none': tools, kw['tool_choice'] = [tool], {'type': 'tool', 'name': fmt.name}
+        else:
+            tools.append(tool)
+            if kw['tool_choice']['type'] in ('auto', 'any'): kw['tool_choice'] = {'type': 'any'}
+    if tools: kw['tools'] = tools
     if req.thinking:
         if info and 'reasoning' not in info.capabilities: dropped.append('thinking_mode')
+        elif kw.get('tool_choice', {}).get('type') in ('any', 'tool') or _unsigned_tool_turn(req.messages): dropped.append('thinking_mode')
         else:
             budget = max(1024, kw['max_tokens'] // 2)
             if kw['max_tokens'] <= budget: kw['max_tokens'] += budget
@@ -90,30 +126,46 @@ def _anthropic_usage(u) -> Usage:
     cached = (getattr(u, 'cache_creation_input_tokens', 0) or 0) + (getattr(u, 'cache_read_input_tokens', 0) or 0)
     return Usage((u.input_tokens or 0) + cached, u.output_tokens or 0)
 
+def _finish(stop_reason, ncalls:int) -> Finish:
+    reason = _ANTHROPIC_FINISH.get(stop_reason, 'stop')
+    return Finish('stop' if reason == 'tool_calls' and not ncalls else reason)
+
 @patch
 def full_chunks(self:AnthropicEngine, resp, req):
+    answer, wrapped = _answer_tool_of(req)
     out, k = [], 0
     for b in resp.content:
         if b.type == 'text': out.append(TextDelta(b.text))
-        elif b.type == 'thinking': out.append(ReasoningDelta(b.thinking))
+        elif b.type == 'thinking': out.append(ReasoningDelta(b.thinking, signature=b.signature or None))
+        elif b.type == 'redacted_thinking': out.append(ReasoningDelta('', redacted=b.data))
+        elif b.type == 'tool_use' and b.name == answer: out.append(TextDelta(json.dumps(b.input.get('value') if wrapped else b.input)))
         elif b.type == 'tool_use': out.append(ToolCallDelta(k, 0, b.id, b.name, json.dumps(b.input))); k += 1
-    return out + [Finish(_ANTHROPIC_FINISH.get(resp.stop_reason, 'stop')), _anthropic_usage(resp.usage)]
+    return out + [_finish(resp.stop_reason, k), _anthropic_usage(resp.usage)]
 
 @patch
 async def stream_chunks(self:AnthropicEngine, stream, req):
-    calls, prompt, completion = {}, 0, 0
+    answer, wrapped = _answer_tool_of(req)
+    calls, answers, prompt, completion = ToolCallNumbering(), {}, 0, 0  # answers: block index -> its JSON so far
     async for ev in stream:
         t = ev.type
         if t == 'content_block_delta':
             d = ev.delta
             if d.type == 'text_delta': yield TextDelta(d.text)
             elif d.type == 'thinking_delta': yield ReasoningDelta(d.thinking)
-            elif d.type == 'input_json_delta': yield ToolCallDelta(calls[ev.index], 0, None, None, d.partial_json)
-        elif t == 'content_block_start' and ev.content_block.type == 'tool_use':
-            calls[ev.index] = len(calls)
-            yield ToolCallDelta(calls[ev.index], 0, ev.content_block.id, ev.content_block.name, '')
+            elif d.type == 'signature_delta': yield ReasoningDelta('', signature=d.signature)
+            elif d.type == 'input_json_delta' and ev.index in answers:
+                if wrapped: answers[ev.index] += d.partial_json
+                elif d.partial_json: yield TextDelta(d.partial_json)
+            elif d.type == 'input_json_delta': yield calls.delta(0, ev.index, None, None, d.partial_json)
+        elif t == 'content_block_start':
+            b = ev.content_block
+            if b.type == 'tool_use' and b.name == answer: answers[ev.index] = ''
+            elif b.type == 'tool_use': yield calls.delta(0, ev.index, b.id, b.name, '')
+            elif b.type == 'redacted_thinking': yield ReasoningDelta('', redacted=b.data)
+        elif t == 'content_block_stop' and wrapped and ev.index in answers:
+            yield TextDelta(json.dumps(json.loads(answers[ev.index] or '{}').get('value')))
         elif t == 'message_start': prompt = _anthropic_usage(ev.message.usage).prompt_tokens
         elif t == 'message_delta':
             completion = ev.usage.output_tokens or completion
-            if ev.delta.stop_reason: yield Finish(_ANTHROPIC_FINISH.get(ev.delta.stop_reason, 'stop'))
+            if ev.delta.stop_reason: yield _finish(ev.delta.stop_reason, calls.count.get(0, 0))
     yield Usage(prompt, completion)
