@@ -31,6 +31,7 @@ class CloudModel:
     context_length: int|None = None
     thinking_on: dict|None = None # Provider parameters that switch thinking on
     thinking_off: dict|None = None # ...and off (None: the model cannot switch it off)
+    signs_tool_calls: bool = False # Its tool calls carry signatures that must come back (Gemini 3)
 
 _V, _R = ('chat', 'tools', 'vision'), ('chat', 'tools', 'vision', 'reasoning')
 CLOUD_MODELS = {m.id: m for m in [
@@ -39,7 +40,7 @@ CLOUD_MODELS = {m.id: m for m in [
     CloudModel('o4-mini', 'openai', _R, 200000, {'reasoning_effort': 'high'}, {'reasoning_effort': 'low'}),
     CloudModel('claude-sonnet-4-6', 'anthropic', _R, 200000),
     CloudModel('claude-haiku-4-5', 'anthropic', _R, 200000),
-    CloudModel('gemini-3-flash-preview', 'gemini', _R, 1048576, {'include_thoughts': True}, {'thinking_level': 'minimal'}),
+    CloudModel('gemini-3-flash-preview', 'gemini', _R, 1048576, {'include_thoughts': True}, {'thinking_level': 'minimal'}, True),
     CloudModel('gemini-2.5-flash', 'gemini', _R, 1048576, {'include_thoughts': True}, {'thinking_budget': 0}),
     CloudModel('mistral-small-latest', 'mistral', ('chat', 'tools'), 131072),
     CloudModel('pixtral-12b-latest', 'mistral', _V, 131072),

@@ -4,17 +4,18 @@
 
 # %% ../nbs/22c_cloud_gemini.ipynb #ee92c97d
 from __future__ import annotations
-import json, uuid
+import base64, binascii, json
 from fastcore.basics import patch
 from .protocol import *
-from .cloud import CloudEngine, map_params, message_text, tool_arguments, unsupported_part
+from .cloud import CloudEngine, ToolCallNumbering, json_format, map_params, message_text, new_call_id, tool_arguments, unsupported_part
 
 # %% auto #0
-__all__ = ['GeminiEngine']
+__all__ = ['SIGNATURE_SEP', 'UNSIGNED', 'GeminiEngine', 'signed_call_id', 'call_signature', 'gemini_schema']
 
 # %% ../nbs/22c_cloud_gemini.ipynb #64a037ce
 _GEMINI_PARAMS = {'temperature': 'temperature', 'top_p': 'top_p', 'top_k': 'top_k', 'presence_penalty': 'presence_penalty',
-                  'frequency_penalty': 'frequency_penalty', 'seed': 'seed', 'stop': 'stop_sequences', 'max_tokens': 'max_output_tokens'}
+                  'frequency_penalty': 'frequency_penalty', 'seed': 'seed', 'stop': 'stop_sequences', 'max_tokens': 'max_output_tokens',
+                  'logprobs': 'response_logprobs', 'top_logprobs': 'logprobs'}
 _GEMINI_FINISH = {'STOP': 'stop', 'MAX_TOKENS': 'length', 'SAFETY': 'content_filter', 'RECITATION': 'content_filter',
                   'BLOCKLIST': 'content_filter', 'PROHIBITED_CONTENT': 'content_filter', 'SPII': 'content_filter',
                   'IMAGE_SAFETY': 'content_filter'}
@@ -33,15 +34,31 @@ class GeminiEngine(CloudEngine):
     async def open_stream(self, kw): return await self.client.aio.models.generate_content_stream(**kw)
 
 # %% ../nbs/22c_cloud_gemini.ipynb #12df4ff9
+SIGNATURE_SEP = '__thought__'
+UNSIGNED = base64.urlsafe_b64decode('skip_thought_signature_validator')  # Google's placeholder for a call it did not sign (the SDK sends bytes URL-safe)
+
+def signed_call_id(id:str, signature:bytes|None) -> str:
+    "A tool call id that carries the call's thought signature."
+    return f'{id}{SIGNATURE_SEP}{base64.urlsafe_b64encode(signature).decode()}' if signature else id
+
+def call_signature(tc:dict, param:str) -> tuple[str, bytes|None]:
+    "A replayed tool call's own id and its thought signature (None: it has none), or a 400 naming `param`."
+    id, _, sig = tc['id'].partition(SIGNATURE_SEP)
+    for where in (tc.get('extra_content') or {}).get('google') or {}, tc.get('provider_specific_fields') or {}:
+        if isinstance(where, dict) and isinstance(where.get('thought_signature'), str): sig = sig or where['thought_signature']
+    if not sig: return id, None
+    try: return id, base64.urlsafe_b64decode(sig.replace('+', '-').replace('/', '_') + '=' * (-len(sig) % 4))
+    except (binascii.Error, ValueError): raise invalid_request('The thought signature of this tool call is not base64.', param) from None
+
 @patch
-async def contents(self:GeminiEngine, msgs:list[dict]) -> tuple[str|None, list[dict]]:
-    "The system instruction and the turns Gemini takes."
+async def contents(self:GeminiEngine, msgs:list[dict], signs:bool=False) -> tuple[str|None, list[dict]]:
+    "The system instruction and the turns Gemini takes (`signs`: the model wants every turn's first call signed)."
     system, out, names = [], [], {}
     for i, m in enumerate(msgs):
         role, c = m['role'], m.get('content')
         if role in ('system', 'developer'): system.append(message_text(c)); continue
         if role == 'tool':
-            tid = m.get('tool_call_id')
+            tid = (m.get('tool_call_id') or '').partition(SIGNATURE_SEP)[0] or None
             parts = [{'function_response': {'id': tid, 'name': names.get(tid) or m.get('name') or 'tool', 'response': {'result': message_text(c)}}}]
             role = 'user'
         else:
@@ -53,16 +70,73 @@ async def contents(self:GeminiEngine, msgs:list[dict]) -> tuple[str|None, list[d
                     mime, data = await self.image(p, i)
                     parts.append({'inline_data': {'mime_type': mime, 'data': data}})
                 else: unsupported_part(p, i, self.provider)
-            for tc in m.get('tool_calls') or []:
-                names[tc['id']] = tc['function']['name']
-                parts.append({'function_call': {'id': tc['id'], 'name': tc['function']['name'],
-                                                'args': tool_arguments(tc['function']['arguments'], f'messages.{i}.tool_calls')}})
+            for k, tc in enumerate(m.get('tool_calls') or []):
+                id, sig = call_signature(tc, f'messages.{i}.tool_calls.{k}.id')
+                names[id] = tc['function']['name']
+                part = {'function_call': {'id': id, 'name': tc['function']['name'],
+                                          'args': tool_arguments(tc['function']['arguments'], f'messages.{i}.tool_calls')}}
+                if sig or (signs and k == 0): part['thought_signature'] = sig or UNSIGNED
+                parts.append(part)
             role = 'model' if role == 'assistant' else 'user'
         if out and out[-1]['role'] == role: out[-1]['parts'].extend(parts)
         else: out.append({'role': role, 'parts': parts})
     return '\n\n'.join(system) or None, out
 
 # %% ../nbs/22c_cloud_gemini.ipynb #a56e202c
+_TYPES = {'string': 'STRING', 'number': 'NUMBER', 'integer': 'INTEGER', 'boolean': 'BOOLEAN', 'array': 'ARRAY', 'object': 'OBJECT', 'null': 'NULL'}
+_FORMATS = {'STRING': {'date-time', 'enum'}, 'INTEGER': {'int32', 'int64'}, 'NUMBER': {'float', 'double'}}
+_SAME = ('title', 'description', 'default', 'example', 'nullable', 'pattern', 'minLength', 'maxLength', 'minItems', 'maxItems',
+         'minProperties', 'maxProperties', 'minimum', 'maximum', 'required', 'propertyOrdering')
+_NOTES = ('$schema', '$id', '$comment', 'examples', 'readOnly', 'writeOnly', 'deprecated', '$defs', 'definitions')
+
+def gemini_schema(schema:dict, # A JSON Schema
+                  path:str='response_format.json_schema.schema', # Where it is in the request, for errors
+                  root:dict|None=None, seen:tuple=()) -> dict:
+    "The Gemini response schema for a JSON Schema, or a 400 naming the keyword it cannot take."
+    root = root if root is not None else schema
+    def refuse(key, why='Gemini cannot hold an answer to it'):
+        raise invalid_request(f'`{key}` at `{path}` cannot be sent to gemini: {why}.', path)
+    if not isinstance(schema, dict): refuse(type(schema).__name__, 'a schema must be an object')
+    if '$ref' in schema:
+        ref = schema['$ref']
+        if ref in seen: refuse('$ref', f'{ref} refers to itself, and a Gemini schema cannot recurse')
+        parts = [] if ref == '#' else ref[2:].split('/') if ref.startswith('#/') else None
+        target = root
+        for p in parts or []:
+            target = target.get(p) if isinstance(target, dict) else None
+        if parts is None or not isinstance(target, dict): refuse('$ref', f'only local references (#/$defs/...) are inlined, and {ref} is not one')
+        return gemini_schema({**target, **{k: v for k, v in schema.items() if k != '$ref'}}, path, root, seen + (ref,))
+    out, types = {}, schema.get('type')
+    if isinstance(types, list):
+        rest = [t for t in types if t != 'null']
+        if len(rest) != 1: return gemini_schema({'anyOf': [{**schema, 'type': t} for t in types]}, path, root, seen)
+        if len(rest) < len(types): out['nullable'] = True
+        types = rest[0]
+    for k, v in schema.items():
+        if k == 'type':
+            if types not in _TYPES: refuse(f'type: {types}', 'it is not a JSON Schema type')
+            out['type'] = _TYPES[types]
+        elif k in _SAME: out[k] = v
+        elif k == 'enum':
+            if not all(isinstance(e, str) for e in v): refuse('enum', 'its values must be strings')
+            out['enum'] = v
+        elif k == 'const':
+            if not isinstance(v, str): refuse('const', 'only a string can be held to one value')
+            out['enum'] = [v]
+        elif k == 'format':
+            if v not in (fs := _FORMATS.get(_TYPES.get(types), set())): refuse(f'format: {v}', f'its formats for `{types}` are {sorted(fs)}')
+            out['format'] = v
+        elif k == 'properties': out['properties'] = {n: gemini_schema(s, f'{path}.properties.{n}', root, seen) for n, s in v.items()}
+        elif k == 'items': out['items'] = gemini_schema(v, f'{path}.items', root, seen)
+        elif k == 'anyOf': out['anyOf'] = [gemini_schema(s, f'{path}.anyOf.{j}', root, seen) for j, s in enumerate(v)]
+        elif k == 'additionalProperties':
+            if v is not False: refuse('additionalProperties', 'it writes only the properties a schema names')
+        elif k not in _NOTES: refuse(k)
+    if 'enum' in out and 'type' not in out: out['type'] = 'STRING'
+    if 'properties' in out and 'propertyOrdering' not in out: out['propertyOrdering'] = list(out['properties'])
+    return out
+
+# %% ../nbs/22c_cloud_gemini.ipynb #08af4318
 def _gemini_tool_config(tc) -> dict|None:
     if tc is None: return None
     if tc in ('auto', 'none', 'required'): return {'function_calling_config': {'mode': {'auto': 'AUTO', 'none': 'NONE', 'required': 'ANY'}[tc]}}
@@ -73,7 +147,7 @@ def _gemini_tool_config(tc) -> dict|None:
 @patch
 async def translate(self:GeminiEngine, req, info):
     cfg, dropped = map_params(req.sampling, _GEMINI_PARAMS)
-    system, contents = await self.contents(req.messages)
+    system, contents = await self.contents(req.messages, bool(info and info.signs_tool_calls))
     if system: cfg['system_instruction'] = system
     cfg['automatic_function_calling'] = {'disable': True}  # we never pass callables; this also stops a log line per request
     if req.n > 1: cfg['candidate_count'] = req.n
@@ -82,10 +156,9 @@ async def translate(self:GeminiEngine, req, info):
                                                     'parameters_json_schema': t['function'].get('parameters') or {'type': 'object', 'properties': {}}}
                                                    for t in req.tools]}]
         if tc := _gemini_tool_config(req.tool_choice): cfg['tool_config'] = tc
-    rf = req.response_format or {}
-    if rf.get('type') in ('json_object', 'json_schema'):
+    if fmt := json_format(req):
         cfg['response_mime_type'] = 'application/json'
-        if schema := rf.get('json_schema', {}).get('schema'): cfg['response_json_schema'] = schema
+        if fmt.schema: cfg['response_schema'] = gemini_schema(fmt.schema)
     if req.thinking is not None:
         sw = (info.thinking_on if req.thinking else info.thinking_off) if info else ({'include_thoughts': True} if req.thinking else None)
         if sw: cfg['thinking_config'] = sw
@@ -97,31 +170,40 @@ def _gemini_usage(u) -> Usage|None:
     if u is None: return None
     return Usage(u.prompt_token_count or 0, (u.candidates_token_count or 0) + (u.thoughts_token_count or 0))
 
-def _gemini_chunks(resp, ncalls:dict) -> list:
-    "Chunks of one `GenerateContentResponse`; `ncalls` counts tool calls per choice across a stream."
+def _gemini_logprobs(cand) -> list[TokenLogprob]|None:
+    "The log probabilities of a candidate's tokens (`logprobs_result`), with their top alternatives."
+    r = cand.logprobs_result
+    if not r or not r.chosen_candidates: return None
+    tops = r.top_candidates or []
+    return [TokenLogprob(c.token or '', c.log_probability or 0.0, list((c.token or '').encode()),
+                         [(t.token or '', t.log_probability or 0.0) for t in tops[k].candidates or []] if k < len(tops) else [])
+            for k, c in enumerate(r.chosen_candidates)]
+
+def _gemini_chunks(resp, calls:ToolCallNumbering) -> list:
+    "Chunks of one `GenerateContentResponse`; `calls` numbers tool calls per choice across a stream."
     out = []
     if not resp.candidates and resp.prompt_feedback and resp.prompt_feedback.block_reason: return [Finish('content_filter')]
     for cand in resp.candidates or []:
-        i = cand.index or 0
+        i, lps = cand.index or 0, _gemini_logprobs(cand)
         for p in (cand.content.parts if cand.content else None) or []:
             if p.function_call:
-                fc, k = p.function_call, ncalls.get(i, 0)
-                ncalls[i] = k + 1
-                out.append(ToolCallDelta(k, i, fc.id or f'call_{uuid.uuid4().hex[:24]}', fc.name, json.dumps(fc.args or {})))
-            elif p.text: out.append(ReasoningDelta(p.text, i) if p.thought else TextDelta(p.text, i))
+                fc = p.function_call
+                out.append(calls.delta(i, None, signed_call_id(fc.id or new_call_id(), p.thought_signature), fc.name, json.dumps(fc.args or {})))
+            elif p.text and p.thought: out.append(ReasoningDelta(p.text, i))
+            elif p.text: out.append(TextDelta(p.text, i, lps)); lps = None  # a candidate's log probabilities go with its first text
         if cand.finish_reason:
             fr = getattr(cand.finish_reason, 'value', cand.finish_reason)
-            out.append(Finish('tool_calls' if fr == 'STOP' and ncalls.get(i) else _GEMINI_FINISH.get(fr, 'stop'), i))
+            out.append(Finish('tool_calls' if fr == 'STOP' and calls.count.get(i) else _GEMINI_FINISH.get(fr, 'stop'), i))
     return out
 
 @patch
 def full_chunks(self:GeminiEngine, resp, req):
-    return _gemini_chunks(resp, {}) + [_gemini_usage(resp.usage_metadata) or Usage(0, 0)]
+    return _gemini_chunks(resp, ToolCallNumbering()) + [_gemini_usage(resp.usage_metadata) or Usage(0, 0)]
 
 @patch
 async def stream_chunks(self:GeminiEngine, stream, req):
-    ncalls, usage = {}, None
+    calls, usage = ToolCallNumbering(), None
     async for resp in stream:
-        for c in _gemini_chunks(resp, ncalls): yield c
+        for c in _gemini_chunks(resp, calls): yield c
         usage = _gemini_usage(resp.usage_metadata) or usage
     if usage: yield usage
