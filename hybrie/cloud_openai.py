@@ -8,13 +8,19 @@ import json
 import httpx2
 from fastcore.basics import patch
 from .protocol import *
-from .cloud import StainlessEngine, body_message, map_params, upstream_error
+from .cloud import StainlessEngine, ToolCallNumbering, body_message, map_params, upstream_error
 
 # %% auto #0
-__all__ = ['OPENAI_MESSAGE_KEYS', 'openai_chat_body', 'OpenAIEngine']
+__all__ = ['OPENAI_MESSAGE_KEYS', 'openai_message', 'openai_chat_body', 'OpenAIEngine']
 
 # %% ../nbs/22a_cloud_openai.ipynb #981aafdd
 OPENAI_MESSAGE_KEYS = ('role', 'content', 'name', 'tool_calls', 'tool_call_id')  # what an OpenAI-style message may carry
+
+def openai_message(m:dict) -> dict:
+    "A message with only what an OpenAI-style API takes: its keys, and of its tool calls their id, type and function."
+    out = {k: m[k] for k in OPENAI_MESSAGE_KEYS if k in m}
+    if 'tool_calls' in out: out['tool_calls'] = [{k: tc[k] for k in ('id', 'type', 'function') if k in tc} for tc in out['tool_calls']]
+    return out
 _OPENAI_PARAMS = {k: k for k in ('temperature', 'top_p', 'presence_penalty', 'frequency_penalty', 'seed', 'stop', 'logprobs', 'top_logprobs')} \
     | {'max_tokens': 'max_completion_tokens', 'logit_bias': 'logit_bias'}
 _STREAM_USAGE = {'stream': True, 'stream_options': {'include_usage': True}}
@@ -41,7 +47,7 @@ class OpenAIEngine(StainlessEngine):
     provider, sdk, client_class = 'openai', 'openai', 'AsyncOpenAI'
 
     async def translate(self, req, info):
-        msgs = [m if len(m) == 2 and 'content' in m else {k: m[k] for k in OPENAI_MESSAGE_KEYS if k in m} for m in req.messages]
+        msgs = [m if len(m) == 2 and 'content' in m else openai_message(m) for m in req.messages]
         kw, dropped = map_params(req.sampling, _OPENAI_PARAMS)
         if 'logit_bias' in kw: kw['logit_bias'] = {str(k): v for k, v in kw['logit_bias'].items()}
         return openai_chat_body(req, info, msgs, kw, dropped)
@@ -75,16 +81,17 @@ def full_chunks(self:OpenAIEngine, resp:dict, req):
     return out + [_openai_usage(resp.get('usage')) or Usage(0, 0)]
 
 # %% ../nbs/22a_cloud_openai.ipynb #fcb8b828
-def _openai_delta(d:dict, ch:dict, i:int):
+def _openai_delta(d:dict, ch:dict, i:int, calls:ToolCallNumbering):
     "The chunks of one streamed choice delta."
     if r := d.get('reasoning_content') or d.get('reasoning'): yield ReasoningDelta(r, i)
     if c := d.get('content'): yield TextDelta(c, i, _openai_logprobs(ch.get('logprobs')))
     for tc in d.get('tool_calls') or []:
         fn = tc.get('function') or {}
-        yield ToolCallDelta(tc.get('index', 0), i, tc.get('id'), fn.get('name'), fn.get('arguments') or '')
+        yield calls.delta(i, tc.get('index', 0), tc.get('id'), fn.get('name'), fn.get('arguments') or '')
 
 @patch
 async def stream_chunks(self:OpenAIEngine, stream, req):
+    calls = ToolCallNumbering()
     async for line in stream.aiter_lines():  # read to the end, past `[DONE]`: a half-read response cannot go back to the pool
         if not line.startswith('data:'): continue
         data = line[5:].strip()
@@ -93,6 +100,6 @@ async def stream_chunks(self:OpenAIEngine, stream, req):
         if 'error' in chunk: raise upstream_error(self.provider, None, body_message(chunk), key=self.cfg.api_key)
         for ch in chunk.get('choices') or ():
             i, d = ch.get('index', 0), ch.get('delta') or {}
-            for c in _openai_delta(d, ch, i): yield c
+            for c in _openai_delta(d, ch, i, calls): yield c
             if f := ch.get('finish_reason'): yield Finish(f, i)
         if u := chunk.get('usage'): yield _openai_usage(u)
