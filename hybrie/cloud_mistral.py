@@ -4,19 +4,19 @@
 
 # %% ../nbs/22d_cloud_mistral.ipynb #2d60bbe5
 from __future__ import annotations
-import json
+import hashlib, json, re
 import httpx
 from fastcore.basics import patch
 from .protocol import *
-from .cloud import CloudEngine, map_params, unsupported_part
-from .cloud_openai import OPENAI_MESSAGE_KEYS, openai_chat_body
+from .cloud import CloudEngine, ToolCallNumbering, map_params, unsupported_part
+from .cloud_openai import openai_chat_body, openai_message
 
 # %% auto #0
-__all__ = ['MistralEngine']
+__all__ = ['MistralEngine', 'mistral_call_id']
 
 # %% ../nbs/22d_cloud_mistral.ipynb #bfe13bbb
 _MISTRAL_PARAMS = {k: k for k in ('temperature', 'top_p', 'top_k', 'presence_penalty', 'frequency_penalty', 'repetition_penalty',
-                                  'stop', 'max_tokens')} | {'seed': 'random_seed'}  # logprobs: not read back yet, so reported as dropped
+                                  'stop', 'max_tokens', 'logprobs', 'top_logprobs')} | {'seed': 'random_seed'}
 _MISTRAL_FINISH = {'model_length': 'length', 'error': 'stop'}
 
 class MistralEngine(CloudEngine):
@@ -33,6 +33,17 @@ class MistralEngine(CloudEngine):
     async def open_stream(self, kw): return await self.client.chat.stream_async(**kw)
 
 # %% ../nbs/22d_cloud_mistral.ipynb #66737393
+def mistral_call_id(id:str) -> str:
+    "A tool call id Mistral takes: the id itself if it is nine letters and digits, else nine characters of its hash."
+    return id if re.fullmatch(r'[A-Za-z0-9]{9}', id) else hashlib.sha256(id.encode()).hexdigest()[:9]
+
+def _mistral_message(m:dict) -> dict:
+    m = openai_message(m)
+    if 'content' in m: m['content'] = _mistral_content(m['content'])
+    if m.get('tool_call_id'): m['tool_call_id'] = mistral_call_id(m['tool_call_id'])
+    if 'tool_calls' in m: m['tool_calls'] = [tc | {'id': mistral_call_id(tc['id'])} for tc in m['tool_calls']]
+    return m
+
 def _mistral_content(c):
     if not isinstance(c, list): return c
     return [{'type': 'image_url', 'image_url': p['image_url']['url']} if p['type'] == 'image_url' else p for p in c]
@@ -42,7 +53,7 @@ async def translate(self:MistralEngine, req, info):
     for i, m in enumerate(req.messages):
         for p in m['content'] if isinstance(m.get('content'), list) else []:
             if p['type'] not in ('text', 'image_url'): unsupported_part(p, i, self.provider)
-    msgs = [{k: (_mistral_content(m[k]) if k == 'content' else m[k]) for k in OPENAI_MESSAGE_KEYS if k in m} for m in req.messages]
+    msgs = [_mistral_message(m) for m in req.messages]
     kw, dropped = map_params(req.sampling, _MISTRAL_PARAMS)
     return openai_chat_body(req, info, msgs, kw, dropped)
 
@@ -57,14 +68,19 @@ def _mistral_text(content) -> tuple[str, str]:
         elif t == 'thinking': think.extend(getattr(x, 'text', '') for x in c.thinking)
     return ''.join(text), ''.join(think)
 
-def _mistral_calls(calls, i, delta=False) -> list:
+def _mistral_calls(calls, i, numbering:ToolCallNumbering) -> list:
     out = []
     for k, tc in enumerate(calls or []):
         args = tc.function.arguments
-        out.append(ToolCallDelta(tc.index if delta and isinstance(getattr(tc, 'index', None), int) else k, i,
-                                 tc.id if tc.id and tc.id != 'null' else None, tc.function.name or None,
-                                 args if isinstance(args, str) else json.dumps(args)))
+        key = tc.index if isinstance(getattr(tc, 'index', None), int) else k
+        out.append(numbering.delta(i, key, tc.id if tc.id and tc.id != 'null' else None, tc.function.name or None,
+                                   args if isinstance(args, str) else json.dumps(args)))
     return out
+
+def _mistral_logprobs(lp) -> list[TokenLogprob]|None:
+    if not lp or not isinstance(getattr(lp, 'content', None), list): return None
+    return [TokenLogprob(t.token, t.logprob, t.bytes_, [(a.token, a.logprob) for a in t.top_logprobs if a] if isinstance(t.top_logprobs, list) else [])
+            for t in lp.content]
 
 # %% ../nbs/22d_cloud_mistral.ipynb #47852947
 @patch
@@ -74,15 +90,15 @@ def full_chunks(self:MistralEngine, resp, req):
         i = ch.index
         text, think = _mistral_text(ch.message.content)
         if think: out.append(ReasoningDelta(think, i))
-        if text: out.append(TextDelta(text, i))
-        out += _mistral_calls(ch.message.tool_calls, i)
+        if text: out.append(TextDelta(text, i, _mistral_logprobs(ch.logprobs)))
+        out += _mistral_calls(ch.message.tool_calls, i, ToolCallNumbering())
         out.append(Finish(_MISTRAL_FINISH.get(ch.finish_reason, ch.finish_reason or 'stop'), i))
     u = resp.usage
     return out + [Usage(u.prompt_tokens or 0, u.completion_tokens or 0) if u else Usage(0, 0)]
 
 @patch
 async def stream_chunks(self:MistralEngine, stream, req):
-    usage = None
+    usage, calls = None, ToolCallNumbering()
     async with stream:
         async for ev in stream:
             d = ev.data
@@ -90,8 +106,8 @@ async def stream_chunks(self:MistralEngine, stream, req):
                 i = ch.index
                 text, think = _mistral_text(ch.delta.content if isinstance(ch.delta.content, (str, list)) else None)
                 if think: yield ReasoningDelta(think, i)
-                if text: yield TextDelta(text, i)
-                for c in _mistral_calls(ch.delta.tool_calls if isinstance(ch.delta.tool_calls, list) else None, i, delta=True): yield c
+                if text: yield TextDelta(text, i, _mistral_logprobs(ch.logprobs))
+                for c in _mistral_calls(ch.delta.tool_calls if isinstance(ch.delta.tool_calls, list) else None, i, calls): yield c
                 if ch.finish_reason: yield Finish(_MISTRAL_FINISH.get(ch.finish_reason, ch.finish_reason), i)
             if d.usage: usage = Usage(d.usage.prompt_tokens or 0, d.usage.completion_tokens or 0)
     if usage: yield usage
