@@ -47,7 +47,7 @@ def call_signature(tc:dict, param:str) -> tuple[str, bytes|None]:
     for where in (tc.get('extra_content') or {}).get('google') or {}, tc.get('provider_specific_fields') or {}:
         if isinstance(where, dict) and isinstance(where.get('thought_signature'), str): sig = sig or where['thought_signature']
     if not sig: return id, None
-    try: return id, base64.urlsafe_b64decode(sig.replace('+', '-').replace('/', '_') + '=' * (-len(sig) % 4))
+    try: return id, base64.b64decode(sig.replace('+', '-').replace('/', '_') + '=' * (-len(sig) % 4), altchars=b'-_', validate=True)
     except (binascii.Error, ValueError): raise invalid_request('The thought signature of this tool call is not base64.', param) from None
 
 @patch
