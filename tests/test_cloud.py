@@ -1,7 +1,7 @@
 """Cloud backends end to end: a real `hybrie serve` whose provider SDKs talk to loopback stand-ins
 speaking each provider's wire format, driven from outside by the `openai` SDK."""
 import base64, json, time
-import httpx, openai, pytest
+import httpx, jsonschema, openai, pytest
 from prometheus_client.parser import text_string_to_metric_families
 from conftest import start_server
 from cloud_standins import StandIns, PNG
@@ -185,7 +185,7 @@ def test_n_and_response_format(oc, standins, p):
     else: assert b['response_format'] == {'type': 'json_object'}
 
 
-@pytest.mark.parametrize('kw,param', [({'n': 2}, 'n'), ({'response_format': {'type': 'json_object'}}, 'response_format')])
+@pytest.mark.parametrize('kw,param', [({'n': 2}, 'n')])
 def test_anthropic_refuses_what_it_cannot_honour(oc, kw, param):
     with pytest.raises(openai.BadRequestError) as e: raw(oc, 'anthropic', **kw)
     assert e.value.status_code == 400 and e.value.body['param'] == param
@@ -235,6 +235,9 @@ def test_tool_results_round_trip(oc, standins, p):
         assert b['contents'][1]['parts'][0]['functionCall']['args'] == {'city': 'Oslo'}
         fr = b['contents'][2]['parts'][0]['functionResponse']
         assert fr['name'] == 'get_weather' and fr['response'] == {'result': 'sunny, 21 C'}
+    elif p == 'mistral':  # Mistral takes only ids of nine letters and digits: call and result keep one id
+        cid = b['messages'][1]['tool_calls'][0]['id']
+        assert len(cid) == 9 and cid.isalnum() and b['messages'][2]['tool_call_id'] == cid
     else: assert b['messages'][2]['tool_call_id'] == 'call_9' and b['messages'][1]['tool_calls'][0]['id'] == 'call_9'
 
 
@@ -517,3 +520,242 @@ def test_hybrid_falls_back_when_the_local_queue_is_full(standins):
         finally:
             stop.set()
             for t in holders: t.join(60)
+
+
+# ---- agents: tools across rounds, thinking and signatures kept, streamed = full ----
+
+LOOP_TOOLS = TOOLS + [{'type': 'function', 'function': {'name': 'get_time', 'description': 'Local time of a city',
+                       'parameters': {'type': 'object', 'properties': {'city': {'type': 'string'}}, 'required': ['city']}}}]
+RESULTS = {('get_weather', 'Oslo'): 'sunny, 21 C', ('get_weather', 'Paris'): 'rain, 12 C', ('get_time', 'Oslo'): '14:05'}
+
+
+def reassemble(chunks) -> tuple[dict, str]:
+    """The message and finish reason a stream adds up to, by OpenAI's rules (checked on the way): a tool call's first delta
+    has its `index`, `id`, `type` and `name`, the later ones only argument pieces; a thinking block is the reasoning since
+    the previous block, closed by the delta whose `thinking_blocks` carries its signature (a redacted block comes whole)."""
+    msg, calls, blocks, since, finish = {'role': 'assistant'}, {}, [], '', None
+    for c in chunks:
+        if not c.choices: continue
+        d, ch = c.choices[0].delta.model_dump(exclude_none=True), c.choices[0]
+        for k in ('content', 'reasoning_content', 'reasoning'):
+            if k in d: msg[k] = msg.get(k, '') + d[k]
+        since += d.get('reasoning_content', '')
+        for b in d.get('thinking_blocks') or []:
+            blocks.append({'type': 'thinking', 'thinking': since + b['thinking'], 'signature': b['signature']} if b['type'] == 'thinking' else b)
+            if b['type'] == 'thinking': since = ''
+        for tc in d.get('tool_calls') or []:
+            if tc['index'] not in calls:
+                assert tc['id'] and tc['type'] == 'function' and tc['function']['name'], tc
+                calls[tc['index']] = {'id': tc['id'], 'type': 'function', 'function': {'name': tc['function']['name'], 'arguments': ''}}
+            else: assert 'id' not in tc and 'name' not in tc['function'], tc
+            calls[tc['index']]['function']['arguments'] += tc['function'].get('arguments') or ''
+        finish = ch.finish_reason or finish
+    assert sorted(calls) == list(range(len(calls)))
+    if calls: msg['tool_calls'] = [calls[k] for k in sorted(calls)]
+    if blocks: msg['thinking_blocks'] = blocks
+    if 'content' not in msg and not calls: msg['content'] = ''
+    return msg, finish
+
+
+def ask(oc, model, headers, msgs, stream=False, **kw) -> tuple[dict, str]:
+    "One turn: the assistant message as a client keeps it (everything it received), and the finish reason."
+    if stream: return reassemble(oc.chat.completions.create(model=model, messages=msgs, stream=True, extra_headers=headers, **kw))
+    ch = oc.chat.completions.create(model=model, messages=msgs, extra_headers=headers, **kw).choices[0]
+    return ch.message.model_dump(exclude_none=True), ch.finish_reason
+
+
+def agent_loop(oc, model, headers=None, stream=False, max_rounds=6, **kw) -> list[dict]:
+    "An agent: ask, run every tool the model calls, send the results back, until it answers; the conversation."
+    msgs = [{'role': 'user', 'content': 'Weather in Oslo and Paris, and the time in Oslo? @loop'}]
+    for _ in range(max_rounds):
+        msg, finish = ask(oc, model, headers, msgs, stream, tools=LOOP_TOOLS, **kw)
+        msgs.append(msg)
+        if finish != 'tool_calls': return msgs
+        for tc in msg['tool_calls']:
+            args = json.loads(tc['function']['arguments'])
+            msgs.append({'role': 'tool', 'tool_call_id': tc['id'], 'content': RESULTS[tc['function']['name'], args['city']]})
+    raise AssertionError('the model never answered')
+
+
+@pytest.mark.parametrize('stream', [False, True], ids=['full', 'streamed'])
+@pytest.mark.parametrize('p', PROVIDERS)
+def test_agent_loop(oc, standins, p, stream):
+    "The same agent runs against every provider, for several rounds; thinking is on, so Anthropic and Gemini sign their turns."
+    msgs = agent_loop(oc, MODELS[p], cloud(p), stream, extra_body={'thinking_mode': 'on'} if p in ('anthropic', 'gemini') else {})
+    assert msgs[-1]['content'] == 'Done: sunny, 21 C; rain, 12 C; 14:05'
+    assert [len(m.get('tool_calls') or []) for m in msgs if m['role'] == 'assistant'] == [2, 1, 0]
+    ids = [tc['id'] for m in msgs for tc in m.get('tool_calls') or []]
+    assert len(set(ids)) == 3
+    b = standins.last(p)[2]
+    if p == 'anthropic':  # every tool turn went back with its thinking, signatures and the redacted block intact
+        turns = [m['content'] for m in b['messages'] if m['role'] == 'assistant']
+        assert [[x['type'] for x in t] for t in turns] == [['thinking', 'tool_use', 'tool_use'], ['redacted_thinking', 'thinking', 'tool_use']]
+        assert 'thinking' in b and msgs[1]['thinking_blocks'][0]['signature'].startswith('sig-')
+    elif p == 'gemini':  # the signature rode in the id and went back as the first call's thoughtSignature
+        assert '__thought__' in msgs[1]['tool_calls'][0]['id'] and '__thought__' not in msgs[1]['tool_calls'][1]['id']
+        turns = [c['parts'] for c in b['contents'] if c['role'] == 'model']
+        assert all('thoughtSignature' in t[0] and '__thought__' not in t[0]['functionCall']['id'] for t in turns)
+
+
+@pytest.mark.parametrize('p', PROVIDERS)
+def test_streamed_tool_calls_reassemble_to_the_full_message(oc, p):
+    "Two parallel calls (with signed thinking at Anthropic): the streamed deltas add up to exactly the full message."
+    msgs = [{'role': 'user', 'content': 'Weather in Oslo and Paris? @loop'}]
+    kw = dict(tools=LOOP_TOOLS, extra_body={'thinking_mode': 'on'} if p == 'anthropic' else {})
+    full, f1 = ask(oc, MODELS[p], cloud(p), msgs, **kw)
+    streamed, f2 = ask(oc, MODELS[p], cloud(p), msgs, stream=True, **kw)
+    if p == 'anthropic':  # each answer is signed anew
+        for m in (full, streamed): m['thinking_blocks'][0].pop('signature')
+    if p == 'gemini':  # so are Gemini's calls, in their ids
+        for m in (full, streamed): m['tool_calls'][0]['id'] = m['tool_calls'][0]['id'].split('__thought__')[0]
+    assert (streamed, f2) == (full, f1) and f1 == 'tool_calls' and len(full['tool_calls']) == 2
+
+
+def test_anthropic_tool_turn_without_its_thinking_runs_without_thinking(oc, standins):
+    "A client that drops thinking_blocks gets its answer (thinking left off and reported) rather than Anthropic's 400."
+    first, _ = ask(oc, MODELS['anthropic'], cloud('anthropic'), [{'role': 'user', 'content': 'Weather? @loop'}], tools=LOOP_TOOLS,
+                   extra_body={'thinking_mode': 'on'})
+    bare = {k: v for k, v in first.items() if k in ('role', 'content', 'tool_calls')}
+    convo = [{'role': 'user', 'content': 'Weather? @loop'}, bare,
+             *[{'role': 'tool', 'tool_call_id': tc['id'], 'content': 'sunny'} for tc in bare['tool_calls']]]
+    r = raw(oc, 'anthropic', messages=convo, tools=LOOP_TOOLS, extra_body={'thinking_mode': 'on'})
+    assert r.parse().choices[0].finish_reason == 'tool_calls' and r.headers['x-hybrie-dropped-params'] == 'thinking_mode'
+    assert 'thinking' not in standins.last('anthropic')[2]
+    # a block altered on the way is the provider's 400, passed on as a 400
+    tampered = [convo[0], {**first, 'thinking_blocks': [{**first['thinking_blocks'][0], 'thinking': 'changed'}]}, *convo[2:]]
+    with pytest.raises(openai.BadRequestError) as e: raw(oc, 'anthropic', messages=tampered, tools=LOOP_TOOLS, extra_body={'thinking_mode': 'on'})
+    assert 'signature' in e.value.message
+
+
+def test_gemini_signature_from_google_and_litellm_fields(oc, standins):
+    "A client that keeps Google's extra_content (or LiteLLM's provider_specific_fields) instead of the id's signature is served too."
+    first, _ = ask(oc, MODELS['gemini'], cloud('gemini'), [{'role': 'user', 'content': 'Weather? @loop'}], tools=LOOP_TOOLS)
+    bare_id, _, sig = first['tool_calls'][0]['id'].partition('__thought__')
+    for extra in ({'extra_content': {'google': {'thought_signature': sig}}}, {'provider_specific_fields': {'thought_signature': sig}}):
+        calls = [{**first['tool_calls'][0], 'id': bare_id, **extra}, first['tool_calls'][1]]
+        convo = [{'role': 'user', 'content': 'Weather? @loop'}, {'role': 'assistant', 'content': None, 'tool_calls': calls},
+                 *[{'role': 'tool', 'tool_call_id': tc['id'], 'content': 'sunny'} for tc in calls]]
+        assert raw(oc, 'gemini', messages=convo, tools=LOOP_TOOLS).parse().choices[0].finish_reason == 'tool_calls'
+        assert standins.last('gemini')[2]['contents'][1]['parts'][0]['functionCall']['id'] == bare_id
+
+
+def test_gemini_call_made_elsewhere_gets_the_placeholder_signature(oc, standins):
+    "A conversation begun at another provider goes on at Gemini 3: its unsigned calls get Google's placeholder."
+    convo = [{'role': 'user', 'content': 'Weather? @loop'},
+             {'role': 'assistant', 'content': None, 'tool_calls': [{'id': 'call_x', 'type': 'function', 'function': {'name': 'get_weather', 'arguments': '{"city": "Oslo"}'}}]},
+             {'role': 'tool', 'tool_call_id': 'call_x', 'content': 'sunny'}]
+    assert raw(oc, 'gemini', messages=convo, tools=LOOP_TOOLS).parse().choices[0].finish_reason == 'tool_calls'
+    assert standins.last('gemini')[2]['contents'][1]['parts'][0]['thoughtSignature'] == 'skip_thought_signature_validator'
+
+
+# ---- structured output ----
+
+SCHEMAS = {
+    'nested': {'type': 'object', 'properties': {'name': {'type': 'string'}, 'address': {'type': 'object', 'properties': {'city': {'type': 'string'}, 'zip': {'type': 'integer', 'minimum': 1000}}, 'required': ['city', 'zip']}}, 'required': ['name', 'address'], 'additionalProperties': False},
+    'array_enum': {'type': 'object', 'properties': {'tags': {'type': 'array', 'items': {'enum': ['a', 'b']}, 'minItems': 2}}, 'required': ['tags']},
+    'nullable_anyof': {'type': 'object', 'properties': {'n': {'type': ['number', 'null']}, 'id': {'anyOf': [{'type': 'string'}, {'type': 'integer'}]}}, 'required': ['n', 'id']},
+    'refs': {'type': 'object', 'properties': {'pet': {'$ref': '#/$defs/pet'}}, 'required': ['pet'], '$defs': {'pet': {'type': 'object', 'properties': {'kind': {'const': 'cat'}}, 'required': ['kind']}}},
+    'array_root': {'type': 'array', 'items': {'type': 'string'}},
+}
+
+
+@pytest.mark.parametrize('stream', [False, True], ids=['full', 'streamed'])
+@pytest.mark.parametrize('name', list(SCHEMAS))
+@pytest.mark.parametrize('p', ['anthropic', 'gemini'])
+def test_json_schema_answer(oc, standins, p, name, stream):
+    "Anthropic through a forced tool, Gemini through a response schema: the content is JSON valid against the schema."
+    rf = {'type': 'json_schema', 'json_schema': {'name': name, 'schema': SCHEMAS[name], 'strict': True}}
+    msg, finish = ask(oc, MODELS[p], cloud(p), [{'role': 'user', 'content': 'Describe it.'}], stream, response_format=rf)
+    jsonschema.validate(json.loads(msg['content']), SCHEMAS[name])
+    assert finish == 'stop' and 'tool_calls' not in msg
+    b = standins.last(p)[2]
+    if p == 'anthropic':
+        assert b['tool_choice'] == {'type': 'tool', 'name': name} and [t['name'] for t in b['tools']] == [name]
+    else:
+        g = b['generationConfig']
+        assert g['responseMimeType'] == 'application/json' and g['responseSchema']['type'] in ('OBJECT', 'ARRAY')
+
+
+@pytest.mark.parametrize('p', ['anthropic', 'gemini'])
+def test_json_object_answer(oc, standins, p):
+    msg, finish = ask(oc, MODELS[p], cloud(p), [{'role': 'user', 'content': 'Hi'}], response_format={'type': 'json_object'})
+    assert finish == 'stop'
+    if p == 'anthropic':
+        assert isinstance(json.loads(msg['content']), dict) and standins.last(p)[2]['tool_choice']['type'] == 'tool'
+    else: assert standins.last(p)[2]['generationConfig']['responseMimeType'] == 'application/json'
+
+
+def test_anthropic_json_schema_next_to_tools(oc, standins):
+    "With the client's own tools, the answer tool is one more choice, and thinking (refused with a forced tool) is dropped."
+    rf = {'type': 'json_schema', 'json_schema': {'name': 'report', 'schema': SCHEMAS['nested']}}
+    r = raw(oc, 'anthropic', response_format=rf, tools=TOOLS, extra_body={'thinking_mode': 'on'})
+    b = standins.last('anthropic')[2]
+    assert [t['name'] for t in b['tools']] == ['get_weather', 'report'] and b['tool_choice'] == {'type': 'any'} and 'thinking' not in b
+    assert r.headers['x-hybrie-dropped-params'] == 'thinking_mode'
+
+
+@pytest.mark.parametrize('schema,param', [
+    ({'type': 'object', 'properties': {'email': {'type': 'string', 'format': 'email'}}}, 'response_format.json_schema.schema.properties.email'),
+    ({'type': 'object', 'additionalProperties': {'type': 'integer'}}, 'response_format.json_schema.schema'),
+    ({'oneOf': [{'type': 'string'}, {'type': 'integer'}]}, 'response_format.json_schema.schema'),
+    ({'type': 'object', 'properties': {'child': {'$ref': '#'}}}, 'response_format.json_schema.schema.properties.child.properties.child'),
+])
+def test_gemini_refuses_a_schema_it_cannot_hold(oc, standins, schema, param):
+    n = len(standins.requests)
+    with pytest.raises(openai.BadRequestError) as e:
+        raw(oc, 'gemini', response_format={'type': 'json_schema', 'json_schema': {'name': 's', 'schema': schema}})
+    assert e.value.body['param'] == param and 'cannot be sent to gemini' in e.value.message
+    assert len(standins.requests) == n  # nothing went upstream
+
+
+# ---- logprobs ----
+
+@pytest.mark.parametrize('stream', [False, True], ids=['full', 'streamed'])
+@pytest.mark.parametrize('p', ['openai', 'gemini', 'mistral'])
+def test_logprobs(oc, standins, p, stream):
+    kw = dict(model=MODELS[p], messages=[{'role': 'user', 'content': 'Hi'}], logprobs=True, top_logprobs=2, extra_headers=cloud(p))
+    if stream:
+        lps = [t for c in oc.chat.completions.create(**kw, stream=True) if c.choices and c.choices[0].logprobs for t in c.choices[0].logprobs.content]
+    else: lps = oc.chat.completions.create(**kw).choices[0].logprobs.content
+    assert ''.join(t.token for t in lps) == f'Hello from {p}!'
+    assert all(t.logprob == -0.25 and len(t.top_logprobs) == 2 for t in lps)
+    b = standins.last(p)[2]
+    if p == 'gemini': assert (b['generationConfig']['responseLogprobs'], b['generationConfig']['logprobs']) == (True, 2)
+    else: assert (b['logprobs'], b['top_logprobs']) == (True, 2)
+
+
+def test_anthropic_has_no_logprobs_and_says_so(oc):
+    r = raw(oc, 'anthropic', logprobs=True)
+    assert r.headers['x-hybrie-dropped-params'] == 'logprobs' and r.parse().choices[0].logprobs is None
+
+
+# ---- bad tools, formats and turns: 400, never 500, for every provider ----
+
+BAD = [
+    (dict(tools=[{'type': 'function'}]), 'tools.0'),
+    (dict(tools=[{'type': 'function', 'function': {'name': 'get weather'}}]), 'tools.0.function.name'),
+    (dict(tools=[{'type': 'function', 'function': {'name': 'f', 'parameters': {'type': 'array'}}}]), 'tools.0.function.parameters'),
+    (dict(tools=TOOLS + TOOLS), 'tools.1.function.name'),
+    (dict(tools=TOOLS, tool_choice={'type': 'function', 'function': {'name': 'nope'}}), 'tool_choice'),
+    (dict(tool_choice='required'), 'tool_choice'),
+    (dict(response_format={'type': 'xml'}), 'response_format.type'),
+    (dict(response_format={'type': 'json_schema'}), 'response_format.json_schema'),
+    (dict(response_format={'type': 'json_schema', 'json_schema': {'name': 'a b', 'schema': {}}}), 'response_format.json_schema.name'),
+    (dict(messages=[{'role': 'user', 'content': 'Hi'}, {'role': 'assistant', 'content': 'x', 'thinking_blocks': [{'type': 'thinking', 'signature': 's'}]}]), 'messages.1.thinking_blocks.0'),
+    (dict(messages=[{'role': 'user', 'content': 'Hi'}, {'role': 'assistant', 'content': 'x', 'thinking_blocks': [{'type': 'secret'}]}]), 'messages.1.thinking_blocks.0.type'),
+]
+
+
+@pytest.mark.parametrize('kw,param', BAD, ids=[b[1] + f'-{i}' for i, b in enumerate(BAD)])
+@pytest.mark.parametrize('p', PROVIDERS)
+def test_bad_tools_and_formats_are_400(oc, p, kw, param):
+    with pytest.raises(openai.BadRequestError) as e: raw(oc, p, **kw)
+    assert e.value.status_code == 400 and e.value.body['param'] == param, e.value.body
+
+
+def test_bad_thought_signature_is_400(oc):
+    calls = [{'id': 'call_1__thought__***', 'type': 'function', 'function': {'name': 'get_weather', 'arguments': '{}'}}]
+    msgs = [{'role': 'user', 'content': 'Hi'}, {'role': 'assistant', 'content': None, 'tool_calls': calls},
+            {'role': 'tool', 'tool_call_id': 'call_1__thought__***', 'content': 'x'}]
+    with pytest.raises(openai.BadRequestError) as e: raw(oc, 'gemini', messages=msgs, tools=TOOLS)
+    assert e.value.body['param'] == 'messages.1.tool_calls.0.id'
