@@ -4,7 +4,7 @@
 
 # %% ../nbs/20_engine.ipynb #cd84afe2
 from __future__ import annotations
-import asyncio, logging, threading
+import asyncio, json, logging, threading
 from collections import deque
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Callable
@@ -19,6 +19,8 @@ from .kvcache import GrowingCache, RunningBatch, row_padding
 from .sampler import RowSampler, sample_batch, IncrementalDetokenizer, StopMatcher, ReasoningSplitter
 from .loader import LoadedModel
 from .adapters import AdapterRegistry, NoAdapters
+from .structured import Constraint, Grammars, json_rule, lark, mask_logits, response_format_schema
+from .tools import ToolCallParser, ToolSpec, check_tools, render_tools, tool_format, tool_grammar
 
 # %% auto #0
 __all__ = ['log', 'check_supported', 'render_prompt', 'Sequence', 'prepare_model', 'LocalEngine']
@@ -32,15 +34,14 @@ def check_supported(req:ChatRequest, lm:LoadedModel):
     for i,m in enumerate(req.messages):
         if isinstance(m.get('content'), list):
             raise invalid_request(f'The model `{lm.id}` does not accept images or audio; send text content only.', f'messages.{i}.content')
-    if req.tools: raise invalid_request(f'`tools` are not supported for the local model `{lm.id}` yet.', 'tools')
-    if req.response_format and req.response_format.get('type') not in (None, 'text'):
-        raise invalid_request(f'`response_format` {req.response_format.get("type")!r} is not supported for the local model `{lm.id}` yet.', 'response_format')
 
-def render_prompt(req:ChatRequest, lm:LoadedModel) -> tuple[list[int], bool]:
+def render_prompt(req:ChatRequest, lm:LoadedModel, tools:ToolSpec|None=None) -> tuple[list[int], bool]:
     "Token ids of the prompt, and whether it ends inside an opened reasoning block."
     fam, kw = lm.entry.fam, {}
     if fam.thinking_kwarg: kw[fam.thinking_kwarg] = fam.thinking_default if req.thinking is None else req.thinking
-    msgs = [{k:v for k,v in m.items() if k not in ('reasoning_content',)} for m in req.messages]
+    msgs = [{k:v for k,v in m.items() if k not in ('reasoning_content', 'thinking_blocks')} for m in req.messages]
+    msgs, tkw = render_tools(msgs, tools, tool_format(lm.entry.family), lm.tokenizer.chat_template)
+    kw |= tkw
     try: text = lm.tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True, **kw)
     except TemplateError as e: raise invalid_request(f'The messages do not fit the chat template of `{lm.id}`: {e}', 'messages') from None
     ids = lm.tokenizer(text, add_special_tokens=False)['input_ids']
@@ -61,6 +62,8 @@ class Sequence:
     post: Callable
     eos: set[int]
     adapter: str|None = None
+    constraint: Constraint|None = None  # the grammar its tokens must follow (`structured`)
+    calls: ToolCallParser|None = None  # splits tool calls out of its content (`tools`)
     generated: int = 0
     done: bool = False
     cancelled: bool = False
@@ -73,7 +76,12 @@ class Sequence:
             if kind == 'reasoning': self.post(ReasoningDelta(t, self.index))
             else:
                 lps, self._lps = (self._lps if self.row.p.logprobs else None), []
-                self.post(TextDelta(t, self.index, lps))
+                if self.calls is None: self.post(TextDelta(t, self.index, lps)); continue
+                for d in self.calls.feed(t):
+                    if isinstance(d, TextDelta): d.logprobs, lps = lps, None
+                    self.post(d)
+        if final and self.calls is not None:
+            for d in self.calls.flush(): self.post(d)
 
 # %% ../nbs/20_engine.ipynb #3bfccee0
 @patch
@@ -83,14 +91,16 @@ def finish(self:Sequence, reason:str):
     self.done = True
     self._text(self.stops.feed(self.detok.flush()) + self.stops.flush(), final=True)
     if self._lps and self.row.p.logprobs: self.post(TextDelta('', self.index, self._lps)); self._lps = []
+    if reason == 'stop' and self.calls is not None and self.calls.calls: reason = 'tool_calls'
     self.post(Finish(reason, self.index))
 
 @patch
 def emit(self:Sequence, token:int, lp=None):
-    "Take one generated token: text out, stop checks, length check."
+    "Take one generated token: grammar, text out, stop checks, length check."
     self.generated += 1
     self.next_token = token
-    if token in self.eos and not self.row.p.ignore_eos: return self.finish('stop')
+    if token in self.eos and (not self.row.p.ignore_eos or self.constraint is not None): return self.finish('stop')
+    if self.constraint is not None: self.constraint.advance(token)
     if lp is not None:
         tok = self.detok.tok
         s = tok.decode([token])
@@ -98,6 +108,7 @@ def emit(self:Sequence, token:int, lp=None):
     out = self.stops.feed(self.detok.add(token))
     if self.stops.stopped: self._text(out); return self.finish('stop')
     if out: self._text(out)
+    if self.constraint is not None and self.constraint.stopped: return self.finish('stop')
     if self.generated >= self.max_tokens: self.finish('length')
 
 # %% ../nbs/20_engine.ipynb #4cdc32b3
@@ -151,18 +162,47 @@ def _max_tokens(self:LocalEngine, req:ChatRequest, n_prompt:int) -> int:
                               f'and `max_tokens` asks for {mt} more. Lower `max_tokens` to at most {room}.', 'max_tokens', 'context_length_exceeded')
     return mt or min(room, self.s.max_tokens_default)
 
+# %% ../nbs/20_engine.ipynb #b60e92e3
+@patch(as_prop=True)
+def grammars(self:LocalEngine) -> Grammars:
+    "Compiled grammars for this engine's tokenizer (made on first use)."
+    if getattr(self, '_grammars', None) is None:
+        self._grammars = Grammars(self.lm.tokenizer, self.lm.model.config.vocab_size, self.lm.eos_ids)
+    return self._grammars
+
+@patch
+def _grammar(self:LocalEngine, req:ChatRequest, tools:ToolSpec|None, in_reasoning:bool) -> str|None:
+    "The grammar `req`'s answer must follow (None: free text); 400 naming a schema the grammar library refuses."
+    schema = response_format_schema(req.response_format)
+    calls = tools is not None and tools.active
+    if schema is None and not calls: return None
+    if schema is not None: self.grammars.constraint(lark([json_rule(schema)]), 'response_format.json_schema.schema')
+    if calls:
+        for i, f in enumerate(tools.functions): self.grammars.constraint(lark([json_rule(f.parameters)]), f'tools.{i}.function.parameters')
+        rules = tool_grammar(tools, tool_format(self.lm.entry.family), schema)
+    else: rules = [json_rule(schema)]
+    fam = self.lm.entry.fam
+    if not (fam.think_open and (fam.thinking_default if req.thinking is None else req.thinking)): return lark(rules)
+    rules += [f'reason[lazy]: THINK {json.dumps(fam.think_close)}', r'THINK: /(.|\n)*/', r'GAP: /\n{0,2}/']
+    return lark(rules, 'reason GAP answer' if in_reasoning else f'{json.dumps(fam.think_open)} reason GAP answer')
+
 # %% ../nbs/20_engine.ipynb #d3d3c624
 @patch
 def _sequences(self:LocalEngine, req:ChatRequest, post:Callable, adapter:str|None) -> list[Sequence]:
     "Check `req` and build its sequences (one per choice)."
     check_supported(req, self.lm)
-    prompt, in_reasoning = render_prompt(req, self.lm)
+    tools = check_tools(req.tools, req.tool_choice, req.parallel_tool_calls)
+    prompt, in_reasoning = render_prompt(req, self.lm, tools)
     mt = self._max_tokens(req, len(prompt))
+    grammar = self._grammar(req, tools, in_reasoning)
     fam, tok, V = self.lm.entry.fam, self.lm.tokenizer, self.lm.model.config.vocab_size
     rows = [RowSampler(req.sampling, prompt, V, seed_offset=i) for i in range(req.n)]
+    fmt = tool_format(self.lm.entry.family)
     return [Sequence(i, prompt, r, mt, IncrementalDetokenizer(tok), StopMatcher(r.p.stop),
                      ReasoningSplitter(fam.think_open, fam.think_close, in_reasoning) if fam.think_open else None,
-                     post, self.lm.eos_ids, adapter) for i, r in enumerate(rows)]
+                     post, self.lm.eos_ids, adapter,
+                     constraint=self.grammars.constraint(grammar, 'tools' if tools and tools.active else 'response_format') if grammar else None,
+                     calls=ToolCallParser(fmt, i) if tools and tools.active else None) for i, r in enumerate(rows)]
 
 # %% ../nbs/20_engine.ipynb #67ac0427
 @patch
@@ -182,7 +222,8 @@ async def chat(self:LocalEngine, req:ChatRequest) -> AsyncIterator[Chunk]:
     loop, q = asyncio.get_running_loop(), asyncio.Queue()
     def post(c): self.outbox.append((loop, q, c))  # runs on the scheduler thread; delivered by `_flush`
     with self.adapters.lease(req, self.lm.id) as adapter:
-        seqs = self._sequences(req, post, adapter)
+        if req.tools or req.response_format: seqs = await asyncio.to_thread(self._sequences, req, post, adapter)  # grammars compile off the loop
+        else: seqs = self._sequences(req, post, adapter)
         self.submit(seqs)
         try:
             yield Executed('local', model=adapter or self.lm.id)
@@ -224,8 +265,11 @@ def _prefill(self:LocalEngine, seqs:list[Sequence]):
 
 @patch
 def _sample(self:LocalEngine, rows:list[Sequence], logits):
+    if any(r.constraint is not None for r in rows): logits = mask_logits(logits, [r.constraint for r in rows])
     res = sample_batch(logits, [r.row for r in rows])
-    for r,t,lp in zip(rows, res.tokens, res.logprobs): r.emit(t, lp)
+    for r,t,lp in zip(rows, res.tokens, res.logprobs):
+        try: r.emit(t, lp)
+        except HybrieError as e: self._fail([r], e)  # that row's grammar failed: the others go on
 
 @patch
 def _step(self:LocalEngine):

@@ -139,6 +139,7 @@ class ChatCompletionRequest(BaseModel):
     response_format: dict|None = None
     tools: list[dict]|None = None
     tool_choice: str|dict|None = None
+    parallel_tool_calls: bool|None = None
     thinking_mode: bool|Literal['on','off','auto']|None = None
     ignore_eos: bool = False  # vLLM's extension: keep generating past end-of-sequence (benchmarks use it)
     reasoning_effort: str|None = None
@@ -235,6 +236,7 @@ class ChatRequest:
     thinking: bool|None = None  # None: the model's default
     tools: list[dict]|None = None
     tool_choice: Any = None
+    parallel_tool_calls: bool|None = None  # None: allowed (OpenAI's default)
     response_format: dict|None = None
     routing: RoutingHints = field(default_factory=RoutingHints)
     id: str = field(default_factory=lambda: 'chatcmpl-'+uuid.uuid4().hex)
@@ -271,7 +273,7 @@ def from_chat_request(r:ChatCompletionRequest, headers:dict|None=None) -> ChatRe
     return ChatRequest(
         model=r.model, messages=[_message_dict(m) for m in r.messages], sampling=s, n=r.n, stream=r.stream,
         include_usage=bool(r.stream_options and r.stream_options.include_usage),
-        thinking=_thinking(r.thinking_mode), tools=r.tools, tool_choice=r.tool_choice, response_format=r.response_format,
+        thinking=_thinking(r.thinking_mode), tools=r.tools, tool_choice=r.tool_choice, parallel_tool_calls=r.parallel_tool_calls, response_format=r.response_format,
         routing=RoutingHints(h.get(HEADER_ADAPTER) or None, h.get(HEADER_MODE) or None,
                              h.get(HEADER_PROVIDER) or None, h.get(HEADER_PEER) or None))
 

@@ -119,8 +119,8 @@ def test_models_health_metrics(client, server):
     (dict(seed=2**64), 400, 'seed'),
     (dict(model='all-minilm-l6-v2'), 400, 'model'),
     (dict(model='whisper-1'), 400, 'model'),
-    (dict(tools=[{'type': 'function', 'function': {'name': 'f', 'parameters': {}}}]), 400, 'tools'),
-    (dict(response_format={'type': 'json_object'}), 400, 'response_format'),
+    (dict(tools=[{'type': 'function', 'function': {'name': 'no spaces', 'parameters': {}}}]), 400, 'tools.0.function.name'),
+    (dict(response_format={'type': 'xml'}), 400, 'response_format.type'),
     (dict(messages=[{'role': 'user', 'content': [{'type': 'image_url', 'image_url': {'url': 'https://x/y.png'}}]}]), 400, 'messages.0.content'),
 ])
 def test_client_errors(client, kw, status, param):
