@@ -103,6 +103,7 @@ async def translate(self:AnthropicEngine, req, info):
     tools = [{'name': t['function']['name'], 'description': t['function'].get('description', ''),
               'input_schema': t['function'].get('parameters') or {'type': 'object', 'properties': {}}} for t in req.tools or []]
     if tools: kw['tool_choice'] = _anthropic_tool_choice(req.tool_choice)
+    if tools and req.parallel_tool_calls is False and kw['tool_choice']['type'] != 'none': kw['tool_choice'] |= {'disable_parallel_tool_use': True}
     if fmt := json_format(req):
         tool = answer_tool(fmt)[0]
         if fmt.name in check_tools(req):

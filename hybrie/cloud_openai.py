@@ -37,7 +37,7 @@ def openai_chat_body(req:ChatRequest, # The request
         if sw: kw.update(sw)
         elif req.thinking: dropped.append('thinking_mode')
     if req.n > 1: kw['n'] = req.n
-    for k in ('tools', 'tool_choice', 'response_format'):
+    for k in ('tools', 'tool_choice', 'parallel_tool_calls', 'response_format'):
         if getattr(req, k) is not None: kw[k] = getattr(req, k)
     return {'model': req.model, 'messages': msgs, **kw}, dropped
 
