@@ -5,7 +5,7 @@
 # %% ../nbs/22_cloud.ipynb #583c17cc
 from __future__ import annotations
 import importlib, inspect, json, re, uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import AsyncIterator
 import httpx, httpx2
 from fastcore.basics import patch
@@ -17,7 +17,7 @@ from .vision import ImageFetcher
 __all__ = ['PROVIDERS', 'CLOUD_MODELS', 'DEFAULT_MODELS', 'POOL_LIMITS', 'CloudModel', 'ProviderConfig', 'provider_configs',
            'upstream_error', 'body_message', 'from_sdk_error', 'message_text', 'tool_arguments', 'unsupported_part',
            'map_params', 'check_tools', 'JsonFormat', 'json_format', 'new_call_id', 'ToolCallNumbering', 'CloudEngine',
-           'StainlessEngine', 'MockProvider', 'sse_answer', 'collect', 'example_request']
+           'prompt_as_chat', 'StainlessEngine', 'MockProvider', 'sse_answer', 'collect', 'example_request']
 
 # %% ../nbs/22_cloud.ipynb #01fb1cdd
 PROVIDERS = PROVIDER_NAMES  # the providers the catalog covers: the names `settings.cloud` has a table for
@@ -264,6 +264,20 @@ class CloudEngine:
 
     def __repr__(self): return f'{type(self).__name__}({self.cfg.base_url or "default"!r}, default_model={self.cfg.default_model!r})'
 
+# %% ../nbs/22_cloud.ipynb #a63359fb
+def prompt_as_chat(req:ChatRequest, provider:str) -> ChatRequest:
+    "A raw-prompt request as the chat request a provider takes (the prompt as one user message); 400 for what needs local tokens."
+    p = req.prompt
+    if p.ids is not None: raise invalid_request(f'A prompt of token ids needs a local model; {provider} takes text.', 'prompt')
+    if p.suffix is not None: raise invalid_request(f'`suffix` (fill-in-the-middle) needs a local model with FIM tokens; {provider} has no such endpoint.', 'suffix')
+    if p.echo and req.sampling.logprobs:
+        raise invalid_request(f'`echo` with `logprobs` scores the prompt\'s tokens, which only a local model can; {provider} does not.', 'echo')
+    return replace(req, messages=[{'role': 'user', 'content': p.text}])
+
+def _echoes(req:ChatRequest) -> list[PromptEcho]:
+    "The prompt sent back first, once per choice, when the request asks for it."
+    return [PromptEcho(req.prompt.text, i) for i in range(req.n)] if req.prompt is not None and req.prompt.echo else []
+
 # %% ../nbs/22_cloud.ipynb #49dddff9
 @patch
 async def chat(self:CloudEngine, req:ChatRequest) -> AsyncIterator[Chunk]:
@@ -272,18 +286,20 @@ async def chat(self:CloudEngine, req:ChatRequest) -> AsyncIterator[Chunk]:
     if info and 'vision' not in info.capabilities and has_images(req.messages):
         raise invalid_request(f'The model `{req.model}` does not accept images.', 'messages', 'model_not_multimodal')
     check_tools(req); json_format(req)  # a bad definition is the same 400 for every provider
+    if req.prompt is not None: req = prompt_as_chat(req, self.provider)
     kw, dropped = await self.translate(req, info)
     executed = Executed(self.by, model=req.model, dropped_params=dropped)
     try:
         if not req.stream:
             resp = await self.complete(kw)
             yield executed
-            for c in self.full_chunks(resp, req): yield c
+            for c in _echoes(req) + self.full_chunks(resp, req): yield c
             return
         stream = await self.open_stream(kw)
         chunks, finished, usage = self.stream_chunks(stream, req), set(), None
         try:
             yield executed
+            for c in _echoes(req): yield c
             async for c in chunks:
                 if isinstance(c, Usage): usage = c; continue
                 if isinstance(c, Finish): finished.add(c.index)

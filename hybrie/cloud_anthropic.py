@@ -7,7 +7,7 @@ from __future__ import annotations
 import base64, json
 from fastcore.basics import patch
 from .protocol import *
-from .cloud import StainlessEngine, ToolCallNumbering, JsonFormat, json_format, check_tools, map_params, message_text, tool_arguments, unsupported_part
+from .cloud import CLOUD_MODELS, StainlessEngine, ToolCallNumbering, JsonFormat, json_format, check_tools, from_sdk_error, map_params, message_text, tool_arguments, unsupported_part
 
 # %% auto #0
 __all__ = ['AnthropicEngine', 'answer_tool']
@@ -127,9 +127,9 @@ def _anthropic_usage(u) -> Usage:
     cached = (getattr(u, 'cache_creation_input_tokens', 0) or 0) + (getattr(u, 'cache_read_input_tokens', 0) or 0)
     return Usage((u.input_tokens or 0) + cached, u.output_tokens or 0)
 
-def _finish(stop_reason, ncalls:int) -> Finish:
+def _finish(stop_reason, ncalls:int, stop_sequence:str|None=None) -> Finish:
     reason = _ANTHROPIC_FINISH.get(stop_reason, 'stop')
-    return Finish('stop' if reason == 'tool_calls' and not ncalls else reason)
+    return Finish('stop' if reason == 'tool_calls' and not ncalls else reason, 0, stop_sequence)
 
 @patch
 def full_chunks(self:AnthropicEngine, resp, req):
@@ -141,7 +141,7 @@ def full_chunks(self:AnthropicEngine, resp, req):
         elif b.type == 'redacted_thinking': out.append(ReasoningDelta('', redacted=b.data))
         elif b.type == 'tool_use' and b.name == answer: out.append(TextDelta(json.dumps(b.input.get('value') if wrapped else b.input)))
         elif b.type == 'tool_use': out.append(ToolCallDelta(k, 0, b.id, b.name, json.dumps(b.input))); k += 1
-    return out + [_finish(resp.stop_reason, k), _anthropic_usage(resp.usage)]
+    return out + [_finish(resp.stop_reason, k, resp.stop_sequence), _anthropic_usage(resp.usage)]
 
 @patch
 async def stream_chunks(self:AnthropicEngine, stream, req):
@@ -168,5 +168,17 @@ async def stream_chunks(self:AnthropicEngine, stream, req):
         elif t == 'message_start': prompt = _anthropic_usage(ev.message.usage).prompt_tokens
         elif t == 'message_delta':
             completion = ev.usage.output_tokens or completion
-            if ev.delta.stop_reason: yield _finish(ev.delta.stop_reason, calls.count.get(0, 0))
+            if ev.delta.stop_reason: yield _finish(ev.delta.stop_reason, calls.count.get(0, 0), ev.delta.stop_sequence)
     yield Usage(prompt, completion)
+
+# %% ../nbs/22b_cloud_anthropic.ipynb #2eac3421
+_COUNTED = ('model', 'messages', 'system', 'tools', 'tool_choice', 'thinking')  # what `count_tokens` takes of a request
+
+@patch
+async def count_tokens(self:AnthropicEngine, req:ChatRequest) -> int:
+    "The input tokens of `req`, as Anthropic counts them."
+    check_tools(req); json_format(req)
+    kw, _ = await self.translate(req, CLOUD_MODELS.get(req.model))
+    try: r = await self.client.messages.count_tokens(**{k: v for k, v in kw.items() if k in _COUNTED})
+    except Exception as e: raise from_sdk_error(self.provider, e, self.cfg.api_key) from None
+    return r.input_tokens

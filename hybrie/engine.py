@@ -21,9 +21,10 @@ from .loader import LoadedModel
 from .adapters import AdapterRegistry, NoAdapters
 from .structured import Constraint, Grammars, json_rule, lark, mask_logits, response_format_schema
 from .tools import ToolCallParser, ToolSpec, check_tools, render_tools, tool_format, tool_grammar
+from .raw_prompts import echo_text, prompt_logprobs, raw_prompt_ids
 
 # %% auto #0
-__all__ = ['log', 'check_supported', 'render_prompt', 'Sequence', 'prepare_model', 'LocalEngine']
+__all__ = ['log', 'check_supported', 'render_prompt', 'prompt_ids', 'Sequence', 'prepare_model', 'LocalEngine']
 
 # %% ../nbs/20_engine.ipynb #69a80a4b
 log = logging.getLogger('hybrie.engine')
@@ -48,6 +49,12 @@ def render_prompt(req:ChatRequest, lm:LoadedModel, tools:ToolSpec|None=None) -> 
     in_reasoning = bool(fam.think_open) and text.rstrip().endswith(fam.think_open)
     return ids, in_reasoning
 
+# %% ../nbs/20_engine.ipynb #f6e00161
+def prompt_ids(req:ChatRequest, lm:LoadedModel, tools:ToolSpec|None=None) -> tuple[list[int], bool]:
+    "The token ids the model reads for `req` (raw prompt or rendered messages), and whether they end inside a reasoning block."
+    if req.prompt is not None: return raw_prompt_ids(req.prompt, lm.tokenizer, lm.model.config.vocab_size, lm.id), False
+    return render_prompt(req, lm, tools)
+
 # %% ../nbs/20_engine.ipynb #33388e1c
 @dataclass
 class Sequence:
@@ -64,6 +71,7 @@ class Sequence:
     adapter: str|None = None
     constraint: Constraint|None = None  # the grammar its tokens must follow (`structured`)
     calls: ToolCallParser|None = None  # splits tool calls out of its content (`tools`)
+    echo: str|None = None  # the prompt's text, when it is to be sent back first (`RawPrompt.echo`)
     generated: int = 0
     done: bool = False
     cancelled: bool = False
@@ -85,14 +93,14 @@ class Sequence:
 
 # %% ../nbs/20_engine.ipynb #3bfccee0
 @patch
-def finish(self:Sequence, reason:str):
+def finish(self:Sequence, reason:str, stop:str|None=None): # `stop`: the stop string that ended it
     "Flush what is held back and post the finish reason."
     if self.done: return
     self.done = True
     self._text(self.stops.feed(self.detok.flush()) + self.stops.flush(), final=True)
     if self._lps and self.row.p.logprobs: self.post(TextDelta('', self.index, self._lps)); self._lps = []
     if reason == 'stop' and self.calls is not None and self.calls.calls: reason = 'tool_calls'
-    self.post(Finish(reason, self.index))
+    self.post(Finish(reason, self.index, stop))
 
 @patch
 def emit(self:Sequence, token:int, lp=None):
@@ -106,7 +114,7 @@ def emit(self:Sequence, token:int, lp=None):
         s = tok.decode([token])
         self._lps.append(TokenLogprob(s, lp[0], list(s.encode()), [(tok.decode([t]), v) for t,v in lp[1]]))
     out = self.stops.feed(self.detok.add(token))
-    if self.stops.stopped: self._text(out); return self.finish('stop')
+    if self.stops.stopped: self._text(out); return self.finish('stop', self.stops.matched)
     if out: self._text(out)
     if self.constraint is not None and self.constraint.stopped: return self.finish('stop')
     if self.generated >= self.max_tokens: self.finish('length')
@@ -155,12 +163,12 @@ def _max_tokens(self:LocalEngine, req:ChatRequest, n_prompt:int) -> int:
     room = ctx - n_prompt
     if room <= 0:
         raise invalid_request(f'The prompt has {n_prompt} tokens, more than the {ctx}-token context of `{self.lm.id}`.',
-                              'messages', 'context_length_exceeded')
+                              'messages' if req.prompt is None else 'prompt', 'context_length_exceeded')
     mt = req.sampling.max_tokens
     if mt is not None and mt > room:
         raise invalid_request(f'This model\'s maximum context length is {ctx} tokens; the messages use {n_prompt} '
                               f'and `max_tokens` asks for {mt} more. Lower `max_tokens` to at most {room}.', 'max_tokens', 'context_length_exceeded')
-    return mt or min(room, self.s.max_tokens_default)
+    return mt if mt is not None else min(room, self.s.max_tokens_default)  # 0: only legacy completions' echo, which scores the prompt
 
 # %% ../nbs/20_engine.ipynb #b60e92e3
 @patch(as_prop=True)
@@ -182,7 +190,7 @@ def _grammar(self:LocalEngine, req:ChatRequest, tools:ToolSpec|None, in_reasonin
         rules = tool_grammar(tools, tool_format(self.lm.entry.family), schema)
     else: rules = [json_rule(schema)]
     fam = self.lm.entry.fam
-    if not (fam.think_open and (fam.thinking_default if req.thinking is None else req.thinking)): return lark(rules)
+    if req.prompt is not None or not (fam.think_open and (fam.thinking_default if req.thinking is None else req.thinking)): return lark(rules)
     rules += [f'reason[lazy]: THINK {json.dumps(fam.think_close)}', r'THINK: /(.|\n)*/', r'GAP: /\n{0,2}/']
     return lark(rules, 'reason GAP answer' if in_reasoning else f'{json.dumps(fam.think_open)} reason GAP answer')
 
@@ -192,17 +200,18 @@ def _sequences(self:LocalEngine, req:ChatRequest, post:Callable, adapter:str|Non
     "Check `req` and build its sequences (one per choice)."
     check_supported(req, self.lm)
     tools = check_tools(req.tools, req.tool_choice, req.parallel_tool_calls)
-    prompt, in_reasoning = render_prompt(req, self.lm, tools)
+    prompt, in_reasoning = prompt_ids(req, self.lm, tools)
     mt = self._max_tokens(req, len(prompt))
     grammar = self._grammar(req, tools, in_reasoning)
     fam, tok, V = self.lm.entry.fam, self.lm.tokenizer, self.lm.model.config.vocab_size
     rows = [RowSampler(req.sampling, prompt, V, seed_offset=i) for i in range(req.n)]
     fmt = tool_format(self.lm.entry.family)
     return [Sequence(i, prompt, r, mt, IncrementalDetokenizer(tok), StopMatcher(r.p.stop),
-                     ReasoningSplitter(fam.think_open, fam.think_close, in_reasoning) if fam.think_open else None,
+                     ReasoningSplitter(fam.think_open, fam.think_close, in_reasoning) if fam.think_open and req.prompt is None else None,
                      post, self.lm.eos_ids, adapter,
                      constraint=self.grammars.constraint(grammar, 'tools' if tools and tools.active else 'response_format') if grammar else None,
-                     calls=ToolCallParser(fmt, i) if tools and tools.active else None) for i, r in enumerate(rows)]
+                     calls=ToolCallParser(fmt, i) if tools and tools.active else None,
+                     echo=echo_text(req.prompt, tok) if req.prompt is not None and req.prompt.echo else None) for i, r in enumerate(rows)]
 
 # %% ../nbs/20_engine.ipynb #67ac0427
 @patch
@@ -239,28 +248,47 @@ async def chat(self:LocalEngine, req:ChatRequest) -> AsyncIterator[Chunk]:
                 for s in seqs: s.cancelled = True
                 with self.cv: self.cv.notify()
 
+# %% ../nbs/20_engine.ipynb #a0335688
+@patch
+def count_tokens(self:LocalEngine, req:ChatRequest) -> int:
+    "How many tokens the prompt of `req` takes on this model (tools and chat template included)."
+    with self.adapters.lease(req, self.lm.id):
+        check_supported(req, self.lm)
+        return len(prompt_ids(req, self.lm, check_tools(req.tools, req.tool_choice, req.parallel_tool_calls))[0])
+
 # %% ../nbs/20_engine.ipynb #bcfea2fb
 @patch
-def _forward(self:LocalEngine, ids, mask, pos, cache, rows):
+def _forward(self:LocalEngine, ids, mask, pos, cache, rows, all_logits:bool=False): # all_logits: every position's (to score a prompt)
     starts = (mask.shape[1] - mask.sum(-1)).tolist()
     with self.adapters.step([r.adapter for r in rows]) as kw, row_padding(starts, self.s.batch_invariant), torch.inference_mode():
-        out = self.lm.model(input_ids=ids, position_ids=pos, cache=cache, use_cache=True, logits_to_keep=1, **kw)
-    return out.logits[:, -1]
+        out = self.lm.model(input_ids=ids, position_ids=pos, cache=cache, use_cache=True, logits_to_keep=0 if all_logits else 1, **kw)
+    return out.logits if all_logits else out.logits[:, -1]
 
 # %% ../nbs/20_engine.ipynb #113f625a
+def _scores_prompt(s:Sequence) -> bool:
+    "Whether `s` sends back its prompt with logprobs (its prefill keeps the logits of every position)."
+    return s.echo is not None and bool(s.row.p.logprobs)
+
 @patch
 def _prefill(self:LocalEngine, seqs:list[Sequence]):
-    "Run the prompts of `seqs` together (one by one when batch-invariant) and sample their first tokens; then they join the batch."
-    if self.s.batch_invariant and len(seqs) > 1:
-        for s in seqs: self._prefill([s])
-        return
+    "Run the prompts of `seqs` together (one by one when batch-invariant or scoring its prompt) and sample their first tokens; then they join the batch."
+    if len(seqs) > 1:
+        alone = seqs if self.s.batch_invariant else [s for s in seqs if _scores_prompt(s)]
+        if alone:
+            for s in alone: self._prefill([s])
+            if rest := [s for s in seqs if not any(s is a for a in alone)]: self._prefill(rest)
+            return
     dev, L = self.lm.device, max(len(s.prompt) for s in seqs)
     ids = torch.tensor([[0]*(L-len(s.prompt)) + s.prompt for s in seqs], device=dev)
     mask = torch.tensor([[0]*(L-len(s.prompt)) + [1]*len(s.prompt) for s in seqs], device=dev)
     pos = (mask.cumsum(-1) - 1).clamp(min=0)
     cache = GrowingCache()
-    logits = self._forward(ids, mask, pos, cache, seqs)
-    self._sample(seqs, logits)
+    scored = _scores_prompt(seqs[0])  # then it is alone
+    logits = self._forward(ids, mask, pos, cache, seqs, all_logits=scored)
+    for s in seqs:
+        if s.echo is not None:
+            s.post(PromptEcho(s.echo, s.index, prompt_logprobs(logits[0], s.prompt, s.row.p.top_logprobs, self.lm.tokenizer) if scored else None))
+    self._sample(seqs, logits[:, -1] if scored else logits)
     self.batch.join(seqs, cache, mask)
 
 @patch
@@ -268,7 +296,9 @@ def _sample(self:LocalEngine, rows:list[Sequence], logits):
     if any(r.constraint is not None for r in rows): logits = mask_logits(logits, [r.constraint for r in rows])
     res = sample_batch(logits, [r.row for r in rows])
     for r,t,lp in zip(rows, res.tokens, res.logprobs):
-        try: r.emit(t, lp)
+        try:
+            if r.max_tokens == 0: r.finish('length')  # an echo that only scores its prompt
+            else: r.emit(t, lp)
         except HybrieError as e: self._fail([r], e)  # that row's grammar failed: the others go on
 
 @patch

@@ -14,9 +14,9 @@ __all__ = ['SAMPLING_DEFAULTS', 'HEADER_ADAPTER', 'HEADER_MODE', 'HEADER_PROVIDE
            'invalid_request', 'model_not_found', 'overloaded', 'ImageURL', 'ContentPart', 'FunctionCall', 'ToolCall',
            'ThinkingBlock', 'ChatMessage', 'StreamOptions', 'ChatCompletionRequest', 'parse_model',
            'parse_chat_request', 'from_validation_error', 'SamplingParams', 'RoutingHints', 'ChatRequest', 'has_images',
-           'from_chat_request', 'TokenLogprob', 'TextDelta', 'ReasoningDelta', 'ToolCallDelta', 'Finish', 'Usage',
-           'Executed', 'ModelInfo', 'ChatEngine', 'to_usage', 'to_stream_chunk', 'ChatCompletionAccumulator',
-           'to_model_card', 'LoadAdapter', 'VllmLoad', 'VllmUnload']
+           'from_chat_request', 'RawPrompt', 'PromptEcho', 'routing_hints', 'TokenLogprob', 'TextDelta',
+           'ReasoningDelta', 'ToolCallDelta', 'Finish', 'Usage', 'Executed', 'ModelInfo', 'ChatEngine', 'to_usage',
+           'to_stream_chunk', 'ChatCompletionAccumulator', 'to_model_card', 'LoadAdapter', 'VllmLoad', 'VllmUnload']
 
 # %% ../nbs/00_protocol.ipynb #94e9368e
 class HybrieError(Exception):
@@ -241,6 +241,7 @@ class ChatRequest:
     routing: RoutingHints = field(default_factory=RoutingHints)
     id: str = field(default_factory=lambda: 'chatcmpl-'+uuid.uuid4().hex)
     created: int = field(default_factory=lambda: int(time.time()))
+    prompt: RawPrompt|None = None  # legacy completions: a prompt the model reads as is, no chat template (`messages` empty)
 
 # %% ../nbs/00_protocol.ipynb #5cbc0f36
 HEADER_ADAPTER, HEADER_MODE = 'x-hybrie-adapter-id', 'x-hybrie-execution-mode'
@@ -276,6 +277,27 @@ def from_chat_request(r:ChatCompletionRequest, headers:dict|None=None) -> ChatRe
         thinking=_thinking(r.thinking_mode), tools=r.tools, tool_choice=r.tool_choice, parallel_tool_calls=r.parallel_tool_calls, response_format=r.response_format,
         routing=RoutingHints(h.get(HEADER_ADAPTER) or None, h.get(HEADER_MODE) or None,
                              h.get(HEADER_PROVIDER) or None, h.get(HEADER_PEER) or None))
+
+# %% ../nbs/00_protocol.ipynb #81de3f97
+@dataclass
+class RawPrompt:
+    "A prompt the model reads as is, without a chat template (legacy completions)."
+    text: str|None = None  # the prompt as text...
+    ids: list[int]|None = None  # ...or as token ids of the model's tokenizer
+    suffix: str|None = None  # text after the insertion point: fill-in-the-middle, where the model has FIM tokens
+    echo: bool = False  # send the prompt back (a `PromptEcho`) before the answer
+
+@dataclass
+class PromptEcho:
+    "The prompt of choice `index` read back: its text, and each token's logprob when the request asks for logprobs."
+    text: str
+    index: int = 0
+    logprobs: list[TokenLogprob]|None = None  # one per prompt token; the first token's `logprob` is None
+
+def routing_hints(headers:dict|None) -> RoutingHints:
+    "The `x-hybrie-*` routing headers of a request (any API, any transport)."
+    h = {k.lower():v for k,v in (headers or {}).items()}
+    return RoutingHints(h.get(HEADER_ADAPTER) or None, h.get(HEADER_MODE) or None, h.get(HEADER_PROVIDER) or None, h.get(HEADER_PEER) or None)
 
 # %% ../nbs/00_protocol.ipynb #7c91872f
 @dataclass
@@ -314,6 +336,7 @@ class Finish:
     "Choice `index` is done: `stop`, `length`, `tool_calls` or `content_filter`."
     reason: str
     index: int = 0
+    stop_sequence: str|None = None  # the stop string that ended it, when one did (Anthropic's `stop_sequence`)
 
 @dataclass
 class Usage:
@@ -331,7 +354,7 @@ class Executed:
     fallback_from: str|None = None
     dropped_params: list[str] = field(default_factory=list)
 
-Chunk = Union[Executed, TextDelta, ReasoningDelta, ToolCallDelta, Finish, Usage]
+Chunk = Union[Executed, PromptEcho, TextDelta, ReasoningDelta, ToolCallDelta, Finish, Usage]
 
 # %% ../nbs/00_protocol.ipynb #b545fecf
 @dataclass

@@ -4,7 +4,7 @@
 
 # %% ../nbs/30_router.ipynb #5087a2de
 from __future__ import annotations
-import contextlib
+import contextlib, inspect
 from dataclasses import dataclass, field, replace
 from typing import AsyncIterator
 from fastcore.basics import patch
@@ -139,28 +139,33 @@ def _fallback_worthy(e:BaseException) -> bool:
         return e.code != 'adapter_not_found' and (e.status in (404, 429) or e.status >= 500)
     return isinstance(e, Exception)
 
-@patch
-async def _start_cloud(self:ChatRouter, req:ChatRequest, fallback_from:str|None=None) -> Answer:
-    engine, model = self.cloud_target(req)
-    return await start(engine.chat(replace(req, model=model) if model != req.model else req), fallback_from)
+async def _open_chat(engine, req:ChatRequest, fallback_from:str|None):
+    "What `_start` does with the engine it picks, by default: start its answer."
+    return await start(engine.chat(req), fallback_from)
 
 @patch
-async def _start(self:ChatRouter, req:ChatRequest) -> Answer:
+async def _start_cloud(self:ChatRouter, req:ChatRequest, fallback_from:str|None=None, act=_open_chat) -> Answer:
+    engine, model = self.cloud_target(req)
+    return await act(engine, replace(req, model=model) if model != req.model else req, fallback_from)
+
+@patch
+async def _start(self:ChatRouter, req:ChatRequest,
+                 act=_open_chat): # What to do with the engine picked: `act(engine, req, fallback_from)`
     mode = self.mode(req)
     self.check_chat_model(req.model)
-    if mode == 'cloud' or (mode == 'hybrid' and _cloud_model(req.model)): return await self._start_cloud(req)
+    if mode == 'cloud' or (mode == 'hybrid' and _cloud_model(req.model)): return await self._start_cloud(req, None, act)
     if mode == 'local' and _cloud_model(req.model):
         raise invalid_request(f'`{req.model}` is a cloud model; execution mode `local` never leaves this machine.', 'model', 'cloud_model_in_local_mode')
     if self.local is None:
         if mode == 'local': raise invalid_request('This server runs no local model; use execution mode `cloud` or `hybrid`.', HEADER_MODE)
-        return await self._start_cloud(req, 'local')
-    if mode == 'hybrid' and self._local_blind(req): return await self._start_cloud(req, 'local')
-    try: return await start(self.local.chat(req))
+        return await self._start_cloud(req, 'local', act)
+    if mode == 'hybrid' and self._local_blind(req): return await self._start_cloud(req, 'local', act)
+    try: return await act(self.local, req, None)
     except Exception as e:
         if mode == 'local' or not _fallback_worthy(e): raise
         try: self.cloud_target(req)
         except HybrieError: raise e from None  # no cloud to fall back to: the local error stands
-        return await self._start_cloud(req, 'local')
+        return await self._start_cloud(req, 'local', act)
 
 @patch
 @contextlib.asynccontextmanager
@@ -176,3 +181,16 @@ async def chat(self:ChatRouter, req:ChatRequest) -> AsyncIterator[Chunk]:
     async with self.open(req) as a:
         yield a.executed
         async for c in a: yield c
+
+# %% ../nbs/30_router.ipynb #d9899bda
+async def _count(engine, req:ChatRequest, fallback_from:str|None) -> tuple[int, Executed]:
+    by = getattr(engine, 'by', 'local')
+    if not hasattr(engine, 'count_tokens'):
+        raise invalid_request(f'Counting tokens is not available for `{req.model}` ({by}).', 'model', 'count_tokens_unsupported')
+    n = engine.count_tokens(req)
+    return (await n if inspect.isawaitable(n) else n), Executed(by, req.model, fallback_from)
+
+@patch
+async def count_tokens(self:ChatRouter, req:ChatRequest) -> tuple[int, Executed]:
+    "The input tokens of `req` where it would run, and who counted them."
+    return await self._start(req, _count)

@@ -146,7 +146,7 @@ class StopMatcher:
     def __init__(self, stops:list[str]):
         self.stops = [s for s in stops if s]
         self.hold = max((len(s) for s in self.stops), default=1) - 1
-        self.buf, self.stopped = '', False
+        self.buf, self.stopped, self.matched = '', False, None  # matched: the stop string found
 
     def feed(self, text:str) -> str:
         "Add text; return what is safe to send."
@@ -155,7 +155,7 @@ class StopMatcher:
         if not self.stops: out, self.buf = self.buf, ''; return out
         hits = [(i, s) for s in self.stops if (i := self.buf.find(s)) >= 0]
         if hits:
-            i = min(h[0] for h in hits)
+            i, self.matched = min(hits)
             out, self.buf, self.stopped = self.buf[:i], '', True
             return out
         cut = len(self.buf)
