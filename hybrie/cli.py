@@ -25,7 +25,7 @@ def _kv(x:str) -> tuple[str,str]:
 def serve_settings(a) -> Settings:
     "The settings `hybrie serve` runs with: the flags given, over the environment and the config file."
     s = Settings()
-    server = {k: v for k, v in dict(host=a.host, port=a.port).items() if v is not None}
+    server = {k: v for k, v in dict(host=a.host, port=a.port, api_keys=a.api_key).items() if v is not None}
     engine = {k: v for k, v in dict(model=a.model, device=a.device, dtype=a.dtype, max_batch_size=a.max_batch_size,
                                      max_queue=a.max_queue).items() if v is not None}
     preload = s.adapters.preload | dict(_kv(x) for x in a.adapter or [])
@@ -130,6 +130,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument('--max-batch-size', type=int); s.add_argument('--max-queue', type=int)
     s.add_argument('--adapter', action='append', metavar='ID=PATH', help='load a LoRA adapter at start (repeatable)')
     s.add_argument('--no-local', action='store_true', help='load no local chat model: serve cloud providers only')
+    s.add_argument('--api-key', action='append', metavar='KEY', help='require this key on /v1/* (Bearer or x-api-key; repeatable)')
     s.add_argument('--log-level', default='info')
     s.set_defaults(fn=cmd_serve)
     url = Settings().client.url

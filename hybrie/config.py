@@ -16,14 +16,15 @@ from .protocol import HybrieError, model_not_found
 # %% auto #0
 __all__ = ['PROVIDER_NAMES', 'ENV_NAMES', 'FAMILIES', 'BUILTIN_MODELS', 'KIND_ENDPOINTS', 'ServerSettings', 'EngineSettings',
            'ProviderSettings', 'CloudSettings', 'VisionSettings', 'AudioSettings', 'AdapterSettings', 'ClientSettings',
-           'CatalogEntryConfig', 'Settings', 'Family', 'CatalogEntry', 'ModelNotPresent', 'package_dir', 'Catalog',
-           'hf_snapshot', 'Resolved', 'find_weights']
+           'ResponsesSettings', 'CatalogEntryConfig', 'Settings', 'Family', 'CatalogEntry', 'ModelNotPresent',
+           'package_dir', 'Catalog', 'hf_snapshot', 'Resolved', 'find_weights']
 
 # %% ../nbs/01_config.ipynb #a18547a7
 class ServerSettings(BaseModel):
     "Where the HTTP API listens."
     host: str = '127.0.0.1'
     port: int = 8080
+    api_keys: list[str] = Field([], repr=False)  # when set, `/v1/*` needs one (`Authorization: Bearer` or `x-api-key`)
 
 class EngineSettings(BaseModel):
     "The local chat model and its scheduler."
@@ -84,6 +85,12 @@ class ClientSettings(BaseModel):
     url: str = 'http://127.0.0.1:8080/v1'
     api_key: str = Field('hybrie', repr=False)
 
+# %% ../nbs/01_config.ipynb #8b3e3c25
+class ResponsesSettings(BaseModel):
+    "Stored responses of the Responses API (in the server process's memory)."
+    max_stored: int = Field(1000, ge=0)  # responses kept; storing one more drops the oldest (0: none kept)
+    ttl: float = Field(86400.0, gt=0)  # seconds a stored response lives
+
 # %% ../nbs/01_config.ipynb #6c6fd4b8
 ENV_NAMES = {
     'HYBRIE_HOST': 'server.host', 'HYBRIE_PORT': 'server.port',
@@ -137,6 +144,7 @@ class Settings(BaseSettings):
     audio: AudioSettings = AudioSettings()
     adapters: AdapterSettings = AdapterSettings()
     client: ClientSettings = ClientSettings()
+    responses: ResponsesSettings = ResponsesSettings()
     models: dict[str,CatalogEntryConfig] = {}  # catalog entries added or overridden
     cache_dir: Path = Path.home()/'.cache'/'hybrie'  # converted weights
     models_dir: Path = Path.home()/'.cache'/'hybrie'/'models'  # `hybrie pull` downloads here

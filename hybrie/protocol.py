@@ -14,7 +14,7 @@ __all__ = ['SAMPLING_DEFAULTS', 'HEADER_ADAPTER', 'HEADER_MODE', 'HEADER_PROVIDE
            'invalid_request', 'model_not_found', 'overloaded', 'ImageURL', 'ContentPart', 'FunctionCall', 'ToolCall',
            'ThinkingBlock', 'ChatMessage', 'StreamOptions', 'ChatCompletionRequest', 'parse_model',
            'parse_chat_request', 'from_validation_error', 'SamplingParams', 'RoutingHints', 'ChatRequest', 'has_images',
-           'from_chat_request', 'RawPrompt', 'PromptEcho', 'routing_hints', 'TokenLogprob', 'TextDelta',
+           'from_chat_request', 'RawPrompt', 'PromptEcho', 'routing_hints', 'renamed', 'TokenLogprob', 'TextDelta',
            'ReasoningDelta', 'ToolCallDelta', 'Finish', 'Usage', 'Executed', 'ModelInfo', 'ChatEngine', 'to_usage',
            'to_stream_chunk', 'ChatCompletionAccumulator', 'to_model_card', 'LoadAdapter', 'VllmLoad', 'VllmUnload']
 
@@ -298,6 +298,21 @@ def routing_hints(headers:dict|None) -> RoutingHints:
     "The `x-hybrie-*` routing headers of a request (any API, any transport)."
     h = {k.lower():v for k,v in (headers or {}).items()}
     return RoutingHints(h.get(HEADER_ADAPTER) or None, h.get(HEADER_MODE) or None, h.get(HEADER_PROVIDER) or None, h.get(HEADER_PEER) or None)
+
+# %% ../nbs/00_protocol.ipynb #4ff23779
+def renamed(e:HybrieError, names:list[tuple[str,str]]) -> HybrieError:
+    "`e` with its field named as another API names it (`names`: chat's name and that API's, `{i}` for a list index)."
+    import re
+    param, msg = e.param, e.message
+    for chat, theirs in names:
+        pat = re.escape(chat).replace(re.escape('{i}'), r'(\d+)')
+        sub = theirs.replace('{i}', r'\1')
+        if param and re.match(pat, param):
+            param = re.sub('^' + pat, sub, param)
+            msg = re.sub('`' + pat, '`' + sub, msg)
+            break
+    if param == e.param: return e
+    return HybrieError(msg, e.status, e.type, param, e.code, e.headers)
 
 # %% ../nbs/00_protocol.ipynb #7c91872f
 @dataclass

@@ -17,7 +17,8 @@ from .protocol import HybrieError, invalid_request
 
 # %% auto #0
 __all__ = ['log', 'T', 'REQUESTS_RUNNING', 'REQUESTS', 'LATENCY', 'TOKENS', 'error_response', 'install_error_handlers',
-           'read_json', 'read_body', 'runtime_of', 'sse_event', 'ScopedStream', 'RequestMeter']
+           'read_json', 'read_body', 'runtime_of', 'openapi_body', 'sse_event', 'ScopedStream', 'sse_named',
+           'RequestMeter', 'stream_failure', 'ApiKeys']
 
 # %% ../nbs/40_routes.ipynb #1c615391
 log = logging.getLogger('hybrie.routes')
@@ -70,6 +71,21 @@ def runtime_of(request:Request):
     "The `Runtime` the app serves."
     return request.app.state.runtime
 
+# %% ../nbs/40_routes.ipynb #565b06bd
+def _inline(node, defs:dict, seen:tuple=()):
+    if isinstance(node, list): return [_inline(x, defs, seen) for x in node]
+    if not isinstance(node, dict): return node
+    ref = node.get('$ref', '')
+    if ref.startswith('#/$defs/'):
+        name = ref.rsplit('/', 1)[1]
+        return {'type': 'object'} if name in seen else _inline(defs[name], defs, seen + (name,))
+    return {k: _inline(v, defs, seen) for k, v in node.items() if k != '$defs'}
+
+def openapi_body(model:type) -> dict:
+    "`openapi_extra` documenting a JSON body of pydantic `model` for a route that reads its own body."
+    schema = model.model_json_schema()
+    return {'requestBody': {'required': True, 'content': {'application/json': {'schema': _inline(schema, schema.get('$defs', {}))}}}}
+
 # %% ../nbs/40_routes.ipynb #cea1a372
 def sse_event(data:str|dict) -> bytes:
     "One server-sent event carrying `data` (a dict is sent as JSON)."
@@ -86,6 +102,11 @@ class ScopedStream(StreamingResponse):
         finally:
             if hasattr(self.body_iterator, 'aclose'): await self.body_iterator.aclose()
             await self.owned.aclose()
+
+# %% ../nbs/40_routes.ipynb #d98317ab
+def sse_named(event:str, data:dict) -> bytes:
+    "One server-sent event of type `event` carrying `data` as JSON."
+    return b'event: ' + event.encode() + b'\ndata: ' + json.dumps(data).encode() + b'\n\n'
 
 # %% ../nbs/40_routes.ipynb #b394d7fa
 REQUESTS_RUNNING = metric(Gauge, 'hybrie_requests_running', 'Requests being served now', ['endpoint'])
@@ -111,3 +132,36 @@ class RequestMeter:
         LATENCY.labels(self.endpoint).observe(time.perf_counter()-self.t0)
     def tokens(self, prompt:int, generated:int):
         TOKENS.labels('prompt').inc(prompt); TOKENS.labels('generated').inc(generated)
+
+# %% ../nbs/40_routes.ipynb #4f412dc9
+def stream_failure(meter:RequestMeter, e:Exception, what:str) -> HybrieError:
+    "The `HybrieError` a stream reports for `e` (recorded in `meter`; an unexpected one logged with `what`)."
+    meter.failed(e)
+    if isinstance(e, HybrieError): return e
+    log.exception('stream %s failed', what)
+    return HybrieError('The backend failed while streaming the response.', 500, 'server_error')
+
+# %% ../nbs/40_routes.ipynb #2c54b313
+import hmac
+
+class ApiKeys:
+    "ASGI middleware: `/v1/*` answers only requests bearing one of `keys` (`Authorization: Bearer` or `x-api-key`)."
+    def __init__(self, app, keys:list[str], # The keys accepted
+                 shapes:dict|None=None): # path prefix -> `f(HybrieError) -> Response` for APIs with their own error shape
+        self.app, self.keys, self.shapes = app, [k.encode() for k in keys], shapes or {}
+
+    def ok(self, headers:list[tuple[bytes, bytes]]) -> bool:
+        "Whether the request's headers carry an accepted key (every key compared, in constant time)."
+        given = b''
+        for k, v in headers:
+            if k == b'authorization' and v[:7].lower() == b'bearer ': given = v[7:].strip()
+            elif k == b'x-api-key' and not given: given = v.strip()
+        return bool(given) & any([hmac.compare_digest(given, k) for k in self.keys])
+
+    async def __call__(self, scope, receive, send):
+        if scope['type'] != 'http' or not scope['path'].startswith('/v1/') or self.ok(scope['headers']):
+            return await self.app(scope, receive, send)
+        e = HybrieError('Missing or incorrect API key: send `Authorization: Bearer <key>` (or `x-api-key`).', 401, 'invalid_request_error',
+                        None, 'invalid_api_key', {'WWW-Authenticate': 'Bearer'})
+        shape = next((f for p, f in self.shapes.items() if scope['path'].startswith(p)), error_response)
+        await shape(e)(scope, receive, send)

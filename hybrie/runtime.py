@@ -21,6 +21,7 @@ from .cloud_mistral import MistralEngine
 from .router import ChatRouter
 from .embeddings import EmbeddingEngine
 from .audio import AudioEngine
+from .response_store import ResponseStore
 
 # %% auto #0
 __all__ = ['log', 'ENGINES', 'Runtime', 'cloud_engines', 'build_runtime']
@@ -39,12 +40,14 @@ class Runtime:
     adapters: AdapterRegistry|NoAdapters = field(default_factory=NoAdapters)
     embeddings: EmbeddingEngine = None
     audio: AudioEngine = None
+    responses: ResponseStore = None  # the Responses API's stored responses (in this process's memory)
     started: float = field(default_factory=time.time)
 
     def __post_init__(self):
         s = self.settings
         self.catalog = self.catalog or Catalog(s)
         if self.embeddings is None: self.embeddings = EmbeddingEngine(self.catalog, s.engine.device, s.engine.max_queue)
+        if self.responses is None: self.responses = ResponseStore(s.responses.max_stored, s.responses.ttl)
         if self.audio is None:
             self.audio = AudioEngine(s.audio, self.catalog, s.engine.device, s.engine.max_batch_size + s.engine.max_queue)
 

@@ -11,15 +11,17 @@ from prometheus_client import generate_latest, CONTENT_TYPE_LATEST
 import hybrie
 from .config import Settings
 from .runtime import Runtime, build_runtime
-from .routes import install_error_handlers
+from .routes import ApiKeys, install_error_handlers
 from . import api_chat, api_models, api_embeddings, api_audio, api_adapters
+from . import api_responses, api_completions, api_messages
 
 # %% auto #0
-__all__ = ['log', 'ROUTES', 'make_app', 'serve']
+__all__ = ['log', 'KEY_ERROR_SHAPES', 'ROUTES', 'make_app', 'serve']
 
 # %% ../nbs/49_server.ipynb #c9869c87
 log = logging.getLogger('hybrie.server')
-ROUTES = (api_chat, api_models, api_embeddings, api_audio, api_adapters)
+KEY_ERROR_SHAPES = {'/v1/messages': api_messages.error_shape}  # APIs whose 401 is not OpenAI's envelope
+ROUTES = (api_chat, api_models, api_embeddings, api_audio, api_adapters, api_responses, api_completions, api_messages)
 
 def make_app(rt:Runtime) -> FastAPI:
     "The HTTP app serving runtime `rt`; closing the app closes the runtime."
@@ -31,6 +33,7 @@ def make_app(rt:Runtime) -> FastAPI:
     app.state.runtime = rt
     install_error_handlers(app)
     for m in ROUTES: app.include_router(m.router)
+    if rt.settings.server.api_keys: app.add_middleware(ApiKeys, keys=rt.settings.server.api_keys, shapes=KEY_ERROR_SHAPES)
 
     @app.get('/metrics')
     async def metrics(): return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

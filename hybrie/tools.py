@@ -167,7 +167,11 @@ class ToolCallParser:
     def flush(self) -> list:
         "What is held back, at the end of the answer (an unfinished call's remains are dropped)."
         if self.state == 'text': return self._as_text()
-        if self.state == 'args' and self.buf: t, self.buf = self.buf, ''; return [ToolCallDelta(self.calls, self.index, None, None, t)]
+        if self.state == 'args' and self.buf:
+            t, self.buf = self.buf, ''
+            k = _held(t, self.fmt.tail + self.fmt.close)
+            if k > 1: t = t[:-k]  # the start of the call's tail (past its first character, which may close the arguments): markup
+            return [ToolCallDelta(self.calls, self.index, None, None, t)] if t else []
         self.buf = ''
         return []
 
