@@ -24,7 +24,7 @@ from .tools import ToolCallParser, ToolSpec, check_tools, render_tools, tool_for
 from .raw_prompts import echo_text, prompt_logprobs, raw_prompt_ids
 
 # %% auto #0
-__all__ = ['log', 'check_supported', 'render_prompt', 'prompt_ids', 'Sequence', 'prepare_model', 'LocalEngine']
+__all__ = ['log', 'LOGPROB_FLOOR', 'check_supported', 'render_prompt', 'prompt_ids', 'Sequence', 'prepare_model', 'LocalEngine']
 
 # %% ../nbs/20_engine.ipynb #69a80a4b
 log = logging.getLogger('hybrie.engine')
@@ -72,6 +72,7 @@ class Sequence:
     constraint: Constraint|None = None  # the grammar its tokens must follow (`structured`)
     calls: ToolCallParser|None = None  # splits tool calls out of its content (`tools`)
     echo: str|None = None  # the prompt's text, when it is to be sent back first (`RawPrompt.echo`)
+    lists_eos: bool = False  # its logprobs list the end-of-sequence token too (a raw prompt's: every generated token is scored)
     generated: int = 0
     done: bool = False
     cancelled: bool = False
@@ -92,6 +93,8 @@ class Sequence:
             for d in self.calls.flush(): self.post(d)
 
 # %% ../nbs/20_engine.ipynb #3bfccee0
+LOGPROB_FLOOR = -9999.0  # a token a grammar forbids has logprob -inf, which JSON cannot carry: reported as this, as vLLM does
+
 @patch
 def finish(self:Sequence, reason:str, stop:str|None=None): # `stop`: the stop string that ended it
     "Flush what is held back and post the finish reason."
@@ -103,16 +106,22 @@ def finish(self:Sequence, reason:str, stop:str|None=None): # `stop`: the stop st
     self.post(Finish(reason, self.index, stop))
 
 @patch
+def _logprob(self:Sequence, token:int, lp):
+    "Keep `token`'s logprob and its alternatives, to go out with the text it makes."
+    tok = self.detok.tok
+    s = tok.decode([token])
+    self._lps.append(TokenLogprob(s, max(lp[0], LOGPROB_FLOOR), list(s.encode()), [(tok.decode([t]), max(v, LOGPROB_FLOOR)) for t,v in lp[1]]))
+
+@patch
 def emit(self:Sequence, token:int, lp=None):
     "Take one generated token: grammar, text out, stop checks, length check."
     self.generated += 1
     self.next_token = token
-    if token in self.eos and (not self.row.p.ignore_eos or self.constraint is not None): return self.finish('stop')
+    if token in self.eos and (not self.row.p.ignore_eos or self.constraint is not None):
+        if lp is not None and self.lists_eos: self._logprob(token, lp)
+        return self.finish('stop')
     if self.constraint is not None: self.constraint.advance(token)
-    if lp is not None:
-        tok = self.detok.tok
-        s = tok.decode([token])
-        self._lps.append(TokenLogprob(s, lp[0], list(s.encode()), [(tok.decode([t]), v) for t,v in lp[1]]))
+    if lp is not None: self._logprob(token, lp)
     out = self.stops.feed(self.detok.add(token))
     if self.stops.stopped: self._text(out); return self.finish('stop', self.stops.matched)
     if out: self._text(out)
@@ -211,7 +220,8 @@ def _sequences(self:LocalEngine, req:ChatRequest, post:Callable, adapter:str|Non
                      post, self.lm.eos_ids, adapter,
                      constraint=self.grammars.constraint(grammar, 'tools' if tools and tools.active else 'response_format') if grammar else None,
                      calls=ToolCallParser(fmt, i) if tools and tools.active else None,
-                     echo=echo_text(req.prompt, tok) if req.prompt is not None and req.prompt.echo else None) for i, r in enumerate(rows)]
+                     echo=echo_text(req.prompt, tok) if req.prompt is not None and req.prompt.echo else None,
+                     lists_eos=req.prompt is not None) for i, r in enumerate(rows)]
 
 # %% ../nbs/20_engine.ipynb #67ac0427
 @patch

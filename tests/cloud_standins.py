@@ -4,7 +4,7 @@ One Starlette app serves all four under path prefixes, so a test points the runt
 `*_BASE_URL`s at one loopback port:
 
 - OpenAI:    POST /openai/v1/chat/completions            (JSON, or SSE `data:` chunks + `[DONE]`)
-- Anthropic: POST /anthropic/v1/messages                 (JSON, or the Messages SSE event sequence)
+- Anthropic: POST /anthropic/v1/messages                 (JSON, or the Messages SSE event sequence), /v1/messages/count_tokens
 - Gemini:    POST /gemini/{version}/models/{m}:generateContent and :streamGenerateContent?alt=sse (google-genai 3.x sends v1)
 - Mistral:   POST /mistral/v1/chat/completions           (JSON, or SSE `data:` chunks + `[DONE]`)
 - GET /img/a.png: a tiny PNG, for remote image fetching.
@@ -138,6 +138,7 @@ class StandIns:
             Route('/openai/v1/chat/completions', self.openai_like('openai'), methods=['POST']),
             Route('/mistral/v1/chat/completions', self.openai_like('mistral'), methods=['POST']),
             Route('/anthropic/v1/messages', self.anthropic, methods=['POST']),
+            Route('/anthropic/v1/messages/count_tokens', self.anthropic_count, methods=['POST']),
             Route('/gemini/{version}/models/{rest:path}', self.gemini, methods=['POST']),
             Route('/img/a.png', lambda r: Response(PNG, media_type='image/png')),
             Route('/img/page', lambda r: Response('<h1>no</h1>', media_type='text/html')),
@@ -293,6 +294,12 @@ class StandIns:
         out += [ev('message_delta', {'delta': {'stop_reason': stop, 'stop_sequence': None}, 'usage': {'output_tokens': 4}}),
                 ev('message_stop', {})]
         return _sse(out, cut='@cut' in text)
+
+    async def anthropic_count(self, request: Request):
+        "Anthropic's token count: 3 per message and 5 per tool here, so a test can tell what was counted."
+        body, text, err = await self._record('anthropic', request)
+        if err: return err
+        return JSONResponse({'input_tokens': 3 * len(body['messages']) + 5 * len(body.get('tools') or []) + (7 if body.get('system') else 0)})
 
     # --- Gemini: generateContent / streamGenerateContent?alt=sse ---
     async def gemini(self, request: Request):

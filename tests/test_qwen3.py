@@ -5,9 +5,13 @@ to follow a fixed chain of tokens: attention and MLP outputs are zero, so each p
 token's embedding, and the LM head maps the embedding of each token of the chain to the next one. After the
 generation prompt (`...assistant\\n`) the model says `<think>Hmm</think>Paris<|im_end|>`; with thinking off the
 template itself closes an empty think block (`...</think>\\n\\n`), after which the model says `Paris<|im_end|>`.
+The tokenizer also has Qwen's fill-in-the-middle tokens, and after `<|fim_middle|>` the model says `Paris` too.
+
+The same model answers through the Responses, Messages and legacy completions APIs (reasoning items, thinking
+blocks, raw prompts and fill-in-the-middle), with the official `openai` and `anthropic` SDKs.
 """
 from pathlib import Path
-import pytest, torch
+import anthropic, pytest, torch
 from conftest import start_server
 
 FIXTURES = Path(__file__).parent/'fixtures'
@@ -20,6 +24,7 @@ def tiny_qwen3(tmp_path_factory):
     res = Catalog().resolve('smollm2-135m-instruct')
     tok = AutoTokenizer.from_pretrained(res.path, gguf_file=res.gguf_file)  # a byte-level BPE with ChatML tokens
     tok.add_tokens(['<think>', '</think>'])
+    tok.add_special_tokens({'additional_special_tokens': ['<|fim_prefix|>', '<|fim_suffix|>', '<|fim_middle|>']})
     tok.chat_template = (FIXTURES/'qwen3_chat_template.jinja').read_text()
     ids = lambda s: tok.encode(s, add_special_tokens=False)
     nl, nlnl = ids('\n'), ids('\n\n')
@@ -42,6 +47,9 @@ def tiny_qwen3(tmp_path_factory):
             head[chain[i + 1], i] = 10.0
         emb[nlnl[0]].zero_(); emb[nlnl[0], len(chain)] = 1.0          # after the template's empty think block
         head[ids('Paris')[0], len(chain)] = 10.0
+        mid = tok.convert_tokens_to_ids('<|fim_middle|>')                # fill-in-the-middle: the middle is Paris
+        emb[mid].zero_(); emb[mid, len(chain) + 1] = 1.0
+        head[ids('Paris')[0], len(chain) + 1] = 10.0
         head[chain[-1], H - 1] = 10.0                                  # anything else: end the answer
     d = tmp_path_factory.mktemp('tiny-qwen3')
     m.save_pretrained(d); tok.save_pretrained(d)
@@ -96,3 +104,56 @@ def test_multi_turn_history_with_reasoning(qwen):
             {'role': 'assistant', 'content': 'Paris', 'reasoning_content': 'Hmm'}, {'role': 'user', 'content': 'Again?'}]
     m = c.chat.completions.create(model=model, messages=msgs, temperature=0).choices[0].message
     assert m.content == 'Paris'
+
+
+# ---------------------------------------------------------------- the other APIs
+
+@pytest.fixture(scope='module')
+def qwen_ac(qwen):
+    c, _ = qwen
+    return anthropic.Anthropic(base_url=str(c.base_url).rstrip('/').removesuffix('/v1'), api_key='x', max_retries=0)
+
+
+def test_responses_reasoning_item(qwen):
+    c, model = qwen
+    r = c.responses.create(model=model, input='Capital of France?', temperature=0)
+    assert [o.type for o in r.output] == ['reasoning', 'message']
+    assert r.output[0].summary[0].text == 'Hmm' and r.output_text == 'Paris'
+    off = c.responses.create(model=model, input='Capital of France?', temperature=0, reasoning={'effort': 'none'})
+    assert [o.type for o in off.output] == ['message'] and off.output_text == 'Paris'
+    events = list(c.responses.create(model=model, input='Capital of France?', temperature=0, stream=True))
+    assert ''.join(e.delta for e in events if e.type == 'response.reasoning_summary_text.delta') == 'Hmm'
+    assert ''.join(e.delta for e in events if e.type == 'response.output_text.delta') == 'Paris'
+    again = c.responses.create(model=model, input='And again?', previous_response_id=r.id, temperature=0)  # the reasoning goes back as history
+    assert again.output_text == 'Paris'
+
+
+def test_messages_thinking_blocks(qwen, qwen_ac):
+    _, model = qwen
+    msgs = [{'role': 'user', 'content': 'Capital of France?'}]
+    m = qwen_ac.messages.create(model=model, max_tokens=2000, temperature=0, thinking={'type': 'enabled', 'budget_tokens': 1024}, messages=msgs)
+    assert [(b.type, getattr(b, 'thinking', None) or getattr(b, 'text', None)) for b in m.content] == [('thinking', 'Hmm'), ('text', 'Paris')]
+    off = qwen_ac.messages.create(model=model, max_tokens=50, temperature=0, thinking={'type': 'disabled'}, messages=msgs)
+    assert [(b.type, b.text) for b in off.content] == [('text', 'Paris')]
+    with qwen_ac.messages.stream(model=model, max_tokens=2000, temperature=0, thinking={'type': 'enabled', 'budget_tokens': 1024}, messages=msgs) as s:
+        events = list(s)
+        final = s.get_final_message()
+    assert ''.join(e.delta.thinking for e in events if e.type == 'content_block_delta' and e.delta.type == 'thinking_delta') == 'Hmm'
+    assert [b.type for b in final.content] == ['thinking', 'text'] and final.content[1].text == 'Paris'
+    # the thinking block sent back in the next turn is read as the turn's reasoning
+    turn = msgs + [{'role': 'assistant', 'content': m.content}, {'role': 'user', 'content': 'Again?'}]
+    assert qwen_ac.messages.create(model=model, max_tokens=2000, temperature=0, thinking={'type': 'enabled', 'budget_tokens': 1024}, messages=turn).content[-1].text == 'Paris'
+
+
+def test_completions_raw_prompt_is_not_templated_nor_split(qwen):
+    c, model = qwen
+    prompt = '<|im_start|>user\nCapital of France?<|im_end|>\n<|im_start|>assistant\n'
+    r = c.completions.create(model=model, prompt=prompt, temperature=0, max_tokens=10)
+    assert r.choices[0].text == '<think>Hmm</think>Paris' and r.choices[0].finish_reason == 'stop'
+
+
+def test_completions_fill_in_the_middle(qwen):
+    c, model = qwen
+    r = c.completions.create(model=model, prompt='def capital(', suffix='):\n    pass', temperature=0, max_tokens=10)
+    assert r.choices[0].text == 'Paris'
+    assert c.completions.create(model=model, prompt='def capital(', temperature=0, max_tokens=10).choices[0].text == ''  # no suffix: no FIM layout
