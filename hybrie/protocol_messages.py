@@ -152,9 +152,9 @@ def _tools(tools:list|None) -> list[dict]|None:
         out.append({'type': 'function', 'function': {'name': t.get('name'), 'description': t.get('description') or '', 'parameters': t['input_schema']}})
     return out
 
-def _tool_choice(tc:dict|None) -> tuple[Any, bool|None]:
-    "Chat's `tool_choice`, and `parallel_tool_calls`."
-    if tc is None: return None, None
+def _tool_choice(tc:dict|None, tools:list|None) -> tuple[Any, bool|None]:
+    "Chat's `tool_choice`, and `parallel_tool_calls` (`auto` or `none` without tools says nothing: dropped)."
+    if tc is None or (not tools and isinstance(tc, dict) and tc.get('type') in ('auto', 'none')): return None, None
     parallel = False if tc.get('disable_parallel_tool_use') else None
     kind = tc.get('type')
     if kind == 'auto': return 'auto', parallel
@@ -174,7 +174,7 @@ THINKING = {'enabled': True, 'between_tools': True, 'disabled': False, 'adaptive
 
 def from_messages_request(r:MessagesRequest, headers:dict|None=None) -> ChatRequest:
     "Turn a validated Messages request (and its routing headers) into an internal `ChatRequest`."
-    choice, parallel = _tool_choice(r.tool_choice)
+    choice, parallel = _tool_choice(r.tool_choice, r.tools)
     s = SamplingParams(temperature=r.temperature, top_p=r.top_p, top_k=r.top_k, stop=r.stop_sequences, max_tokens=r.max_tokens)
     return ChatRequest(r.model, anthropic_messages(r), s, stream=r.stream, thinking=THINKING[r.thinking['type']] if r.thinking else None,
                        tools=_tools(r.tools), tool_choice=choice, parallel_tool_calls=parallel, response_format=_format(r),
@@ -220,7 +220,7 @@ def _start(self:MessageBuilder, block:dict) -> list[dict]:
     "Close the open block and open `block`; their events."
     evs = self._close()
     self.blocks.append(block); self.open = len(self.blocks) - 1
-    return evs + ([{'type': 'content_block_start', 'index': self.open, 'content_block': block}] if self.stream else [])
+    return evs + ([{'type': 'content_block_start', 'index': self.open, 'content_block': dict(block)}] if self.stream else [])  # a copy: the block grows
 
 @patch
 def _close(self:MessageBuilder) -> list[dict]:

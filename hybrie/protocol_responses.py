@@ -172,7 +172,8 @@ def _tools(tools:list|None) -> list[dict]|None:
     return out
 
 def _tool_choice(tc, tools:list[dict]|None) -> tuple[Any, list[dict]|None]:
-    "Chat's `tool_choice`, and the tools it allows."
+    "Chat's `tool_choice`, and the tools it allows (`auto` or `none` without tools says nothing: dropped, as OpenAI takes it)."
+    if tc in ('auto', 'none') and not tools: return None, tools
     if tc is None or isinstance(tc, str): return tc, tools
     if tc.get('type') == 'function': return {'type': 'function', 'function': {'name': tc.get('name')}}, tools
     if tc.get('type') == 'allowed_tools':
@@ -301,7 +302,8 @@ def _start(self:ResponseBuilder, it:dict) -> list[dict]:
     self.items.append(it); self.open = it
     if not self.stream: return evs
     i = len(self.items) - 1
-    evs.append(self.event('response.output_item.added', output_index=i, item={**it, 'status': 'in_progress'}))
+    shown = {**it, 'status': 'in_progress'} | ({'content': []} if it['type'] == 'message' else {'summary': []} if it['type'] == 'reasoning' else {'arguments': ''})
+    evs.append(self.event('response.output_item.added', output_index=i, item=shown))  # as it is now: empty (its content comes in events)
     if it['type'] == 'reasoning':
         evs.append(self.event('response.reasoning_summary_part.added', item_id=it['id'], output_index=i, summary_index=0, part={'type': 'summary_text', 'text': ''}))
     elif it['type'] == 'message':

@@ -48,9 +48,10 @@ def test_responses_stream_events_and_equality(client):
 def test_responses_stream_helper(client):
     "The SDK's `responses.stream` helper accumulates the events into the final response."
     with client.responses.stream(model=MODEL, input='Say hello.', temperature=0, max_output_tokens=64, extra_body={'stop': ['.', '!', '?']}) as s:
-        deltas = [e.delta for e in s if e.type == 'response.output_text.delta']
+        deltas = [e for e in s if e.type == 'response.output_text.delta']
         final = s.get_final_response()
-    assert final.status == 'completed' and final.output_text == ''.join(deltas) and deltas
+    assert final.status == 'completed' and final.output_text == ''.join(e.delta for e in deltas) and deltas
+    assert deltas[-1].snapshot == final.output_text  # the helper's running snapshot: the events carry each piece once
 
 
 def test_responses_previous_response_id_and_stored_responses(client):
@@ -231,7 +232,7 @@ def test_completions_errors(client, kw, status, param):
 # ---------------------------------------------------------------- Anthropic Messages API
 
 def test_messages_create(ac):
-    r = ac.messages.with_raw_response.create(model=MODEL, max_tokens=16, temperature=0, system='Answer in one sentence.',
+    r = ac.messages.with_raw_response.create(model=MODEL, max_tokens=16, extra_body={'temperature': 0}, system='Answer in one sentence.',
                                              messages=[{'role': 'user', 'content': Q}])
     assert r.headers['x-hybrie-executed-by'] == 'local' and r.headers['request-id'].startswith('req_')
     m = r.parse()
@@ -242,7 +243,7 @@ def test_messages_create(ac):
 
 
 def test_messages_stream_matches_create(ac):
-    kw = dict(model=MODEL, max_tokens=12, temperature=0, messages=[{'role': 'user', 'content': 'Tell me about the sea.'}])
+    kw = dict(model=MODEL, max_tokens=12, extra_body={'temperature': 0}, messages=[{'role': 'user', 'content': 'Tell me about the sea.'}])
     full = ac.messages.create(**kw)
     with ac.messages.stream(**kw) as s:
         text = ''.join(s.text_stream)
@@ -256,7 +257,7 @@ def test_messages_stream_matches_create(ac):
 
 
 def test_messages_stop_sequence(ac):
-    kw = dict(model=MODEL, max_tokens=12, temperature=0, messages=[{'role': 'user', 'content': Q}])
+    kw = dict(model=MODEL, max_tokens=12, extra_body={'temperature': 0}, messages=[{'role': 'user', 'content': Q}])
     full = ac.messages.create(**kw).content[0].text
     stop = full[full.index('Paris'):full.index('Paris') + 3]
     m = ac.messages.create(stop_sequences=['never', stop], **kw)
@@ -266,30 +267,30 @@ def test_messages_stop_sequence(ac):
 def test_messages_tool_round_trip(ac):
     tools = [{'name': 'get_weather', 'description': 'Weather of a city', 'input_schema': WEATHER}]
     msgs = [{'role': 'user', 'content': 'What is the weather in Paris?'}]
-    m = ac.messages.create(model=MODEL, max_tokens=40, temperature=0, tools=tools, tool_choice={'type': 'any', 'disable_parallel_tool_use': True}, messages=msgs)
+    m = ac.messages.create(model=MODEL, max_tokens=40, extra_body={'temperature': 0}, tools=tools, tool_choice={'type': 'any', 'disable_parallel_tool_use': True}, messages=msgs)
     uses = [b for b in m.content if b.type == 'tool_use']
     assert m.stop_reason == 'tool_use' and len(uses) == 1 and uses[0].name == 'get_weather'
     jsonschema.validate(uses[0].input, WEATHER)
     msgs += [{'role': 'assistant', 'content': m.content},
              {'role': 'user', 'content': [{'type': 'tool_result', 'tool_use_id': uses[0].id, 'content': 'Sunny, 24 C.'}]}]
-    again = ac.messages.create(model=MODEL, max_tokens=8, temperature=0, tools=tools, tool_choice={'type': 'none'}, messages=msgs)
+    again = ac.messages.create(model=MODEL, max_tokens=8, extra_body={'temperature': 0}, tools=tools, tool_choice={'type': 'none'}, messages=msgs)
     assert again.content[0].type == 'text' and again.content[0].text
-    with ac.messages.stream(model=MODEL, max_tokens=40, temperature=0, tools=tools, tool_choice={'type': 'tool', 'name': 'get_weather', 'disable_parallel_tool_use': True},
+    with ac.messages.stream(model=MODEL, max_tokens=40, extra_body={'temperature': 0}, tools=tools, tool_choice={'type': 'tool', 'name': 'get_weather', 'disable_parallel_tool_use': True},
                             messages=msgs[:1]) as s:
         final = s.get_final_message()
     jsonschema.validate(final.content[-1].input, WEATHER)
 
 
 def test_messages_json_output(ac):
-    m = ac.messages.create(model=MODEL, max_tokens=40, temperature=0, messages=[{'role': 'user', 'content': 'Name a city as JSON.'}],
+    m = ac.messages.create(model=MODEL, max_tokens=40, extra_body={'temperature': 0}, messages=[{'role': 'user', 'content': 'Name a city as JSON.'}],
                            output_config={'format': {'type': 'json_schema', 'schema': WEATHER}})
     jsonschema.validate(json.loads(m.content[0].text), WEATHER)
 
 
 @pytest.mark.parametrize('kw,status,typ', [
     (dict(model='no-such-model'), 404, 'not_found_error'),
-    (dict(max_tokens=100000), 400, 'invalid_request_error'),
-    (dict(temperature=1.5), 400, 'invalid_request_error'),
+    (dict(max_tokens=9000), 400, 'invalid_request_error'),  # past the bundled model's 8192-token context
+    (dict(extra_body={'temperature': 1.5}), 400, 'invalid_request_error'),  # this SDK no longer sends sampling settings itself
     (dict(messages=[{'role': 'system', 'content': 'x'}]), 400, 'invalid_request_error'),
     (dict(messages=[{'role': 'user', 'content': [{'type': 'document', 'source': {'type': 'text', 'data': 'x', 'media_type': 'text/plain'}}]}]), 400, 'invalid_request_error'),
     (dict(tools=[{'type': 'web_search_20250305', 'name': 'web_search'}]), 400, 'invalid_request_error'),

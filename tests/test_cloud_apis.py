@@ -69,7 +69,8 @@ def test_responses_tool_call_and_result(oc, standins, p, stream):
     first = create(input='Weather in Oslo? @tool')
     call = first.output[-1]
     assert (call.type, call.name, json.loads(call.arguments)) == ('function_call', 'get_weather', {'city': 'Oslo'})
-    second = create(previous_response_id=first.id, input=[{'type': 'function_call_output', 'call_id': call.call_id, 'output': 'sunny'}])
+    second = create(previous_response_id=first.id, input=[{'type': 'function_call_output', 'call_id': call.call_id, 'output': 'sunny'},
+                                                          {'role': 'user', 'content': 'Thanks.'}])
     assert second.output_text == HELLO[p]
     _, _, body = standins.last(p)
     sent = json.dumps(body)

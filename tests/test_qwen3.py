@@ -131,18 +131,18 @@ def test_responses_reasoning_item(qwen):
 def test_messages_thinking_blocks(qwen, qwen_ac):
     _, model = qwen
     msgs = [{'role': 'user', 'content': 'Capital of France?'}]
-    m = qwen_ac.messages.create(model=model, max_tokens=2000, temperature=0, thinking={'type': 'enabled', 'budget_tokens': 1024}, messages=msgs)
+    m = qwen_ac.messages.create(model=model, max_tokens=2000, extra_body={'temperature': 0}, thinking={'type': 'enabled', 'budget_tokens': 1024}, messages=msgs)
     assert [(b.type, getattr(b, 'thinking', None) or getattr(b, 'text', None)) for b in m.content] == [('thinking', 'Hmm'), ('text', 'Paris')]
-    off = qwen_ac.messages.create(model=model, max_tokens=50, temperature=0, thinking={'type': 'disabled'}, messages=msgs)
+    off = qwen_ac.messages.create(model=model, max_tokens=50, extra_body={'temperature': 0}, thinking={'type': 'disabled'}, messages=msgs)
     assert [(b.type, b.text) for b in off.content] == [('text', 'Paris')]
-    with qwen_ac.messages.stream(model=model, max_tokens=2000, temperature=0, thinking={'type': 'enabled', 'budget_tokens': 1024}, messages=msgs) as s:
+    with qwen_ac.messages.stream(model=model, max_tokens=2000, extra_body={'temperature': 0}, thinking={'type': 'enabled', 'budget_tokens': 1024}, messages=msgs) as s:
         events = list(s)
         final = s.get_final_message()
     assert ''.join(e.delta.thinking for e in events if e.type == 'content_block_delta' and e.delta.type == 'thinking_delta') == 'Hmm'
     assert [b.type for b in final.content] == ['thinking', 'text'] and final.content[1].text == 'Paris'
     # the thinking block sent back in the next turn is read as the turn's reasoning
     turn = msgs + [{'role': 'assistant', 'content': m.content}, {'role': 'user', 'content': 'Again?'}]
-    assert qwen_ac.messages.create(model=model, max_tokens=2000, temperature=0, thinking={'type': 'enabled', 'budget_tokens': 1024}, messages=turn).content[-1].text == 'Paris'
+    assert qwen_ac.messages.create(model=model, max_tokens=2000, extra_body={'temperature': 0}, thinking={'type': 'enabled', 'budget_tokens': 1024}, messages=turn).content[-1].text == 'Paris'
 
 
 def test_completions_raw_prompt_is_not_templated_nor_split(qwen):
