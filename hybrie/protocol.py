@@ -108,6 +108,8 @@ class ChatMessage(BaseModel):
             raise ValueError(f"a `{self.role}` message needs `content`")
         if self.role == 'assistant' and self.content is None and not self.tool_calls:
             raise ValueError("an `assistant` message needs `content` or `tool_calls`")
+        if self.role == 'tool' and not self.tool_call_id:
+            raise ValueError("a `tool` message needs the `tool_call_id` of the call it answers")
         return self
 
 # %% ../nbs/00_protocol.ipynb #7f5ed013
