@@ -563,6 +563,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                                           'hybrie/console/routing.py'),
                                         'hybrie.console.routing.ManagedPool.failed': ( 'console_routing.html#managedpool.failed',
                                                                                        'hybrie/console/routing.py'),
+                                        'hybrie.console.routing.ManagedPool.may_serve': ( 'console_routing.html#managedpool.may_serve',
+                                                                                          'hybrie/console/routing.py'),
                                         'hybrie.console.routing.ManagedPool.models': ( 'console_routing.html#managedpool.models',
                                                                                        'hybrie/console/routing.py'),
                                         'hybrie.console.routing.ManagedPool.start': ( 'console_routing.html#managedpool.start',
