@@ -399,6 +399,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                                'hybrie/console/keys.py'),
                                      'hybrie.console.keys.Keyring.forget': ('console_keys.html#keyring.forget', 'hybrie/console/keys.py'),
                                      'hybrie.console.keys.Keyring.lookup': ('console_keys.html#keyring.lookup', 'hybrie/console/keys.py'),
+                                     'hybrie.console.keys._admit_statements': ( 'console_keys.html#_admit_statements',
+                                                                                'hybrie/console/keys.py'),
                                      'hybrie.console.keys._unix': ('console_keys.html#_unix', 'hybrie/console/keys.py'),
                                      'hybrie.console.keys._wait': ('console_keys.html#_wait', 'hybrie/console/keys.py'),
                                      'hybrie.console.keys.admit': ('console_keys.html#admit', 'hybrie/console/keys.py'),
