@@ -147,13 +147,15 @@ def parser() -> argparse.ArgumentParser:
     ad.add_argument('--question', help='train: the question the adapter learns to answer'); ad.add_argument('--answer', help='train: its answer')
     ad.add_argument('--model', default=None, help='train: the base model (default: the configured chat model)')
     ad.add_argument('--steps', type=int, default=30, help='train: optimisation steps')
+    from hybrie.console.cli import add_console_parser
+    add_console_parser(sub)  # `hybrie console`: the console gateway (nbs/67_console_cli)
     return p
 
 def main(argv:list[str]|None=None):
     "Entry point of the `hybrie` command."
     try:
         a = parser().parse_args(argv)
-        logging.basicConfig(level=logging.INFO if a.cmd == 'serve' else logging.WARNING, format='%(levelname)s %(name)s: %(message)s')
+        logging.basicConfig(level=logging.INFO if a.cmd in ('serve', 'console') else logging.WARNING, format='%(levelname)s %(name)s: %(message)s')
         a.fn(a)
     except ValidationError as e:  # a setting from the environment or the config file
         err = e.errors()[0]

@@ -16,8 +16,9 @@ from .protocol import HybrieError, model_not_found
 # %% auto #0
 __all__ = ['PROVIDER_NAMES', 'ENV_NAMES', 'FAMILIES', 'BUILTIN_MODELS', 'KIND_ENDPOINTS', 'ServerSettings', 'EngineSettings',
            'ProviderSettings', 'CloudSettings', 'VisionSettings', 'AudioSettings', 'AdapterSettings', 'ClientSettings',
-           'CatalogEntryConfig', 'Settings', 'Family', 'CatalogEntry', 'ModelNotPresent', 'package_dir', 'Catalog',
-           'hf_snapshot', 'Resolved', 'find_weights']
+           'ModelPrice', 'ConsoleSettings', 'CatalogEntryConfig', 'Settings', 'stimulir_config_path',
+           'StimulirSettings', 'Family', 'CatalogEntry', 'ModelNotPresent', 'package_dir', 'Catalog', 'hf_snapshot',
+           'Resolved', 'find_weights']
 
 # %% ../nbs/01_config.ipynb #a18547a7
 class ServerSettings(BaseModel):
@@ -84,6 +85,47 @@ class ClientSettings(BaseModel):
     url: str = 'http://127.0.0.1:8080/v1'
     api_key: str = Field('hybrie', repr=False)
 
+# %% ../nbs/01_config.ipynb #d5cec338
+from decimal import Decimal
+from pydantic import field_validator
+
+class ModelPrice(BaseModel):
+    "What a model costs, in dollars per million tokens, as exact decimals."
+    input: Decimal = Field(ge=0)
+    output: Decimal = Field(ge=0)
+
+    @field_validator('input', 'output', mode='before')
+    @classmethod
+    def _exact(cls, v): return Decimal(str(v)) if isinstance(v, float) else v  # 0.4 from TOML is "0.4", not 0.40000000000000002
+
+    @field_validator('input', 'output')
+    @classmethod
+    def _places(cls, v:Decimal):
+        if v.as_tuple().exponent < -6: raise ValueError('a price per million tokens takes at most 6 decimal places')
+        return v
+
+def _data_dir() -> Path: return Path.home()/'.local'/'share'/'hybrie'
+
+class ConsoleSettings(BaseModel):
+    "The console gateway: where it listens, its database, its Managed Inference runtimes, its secrets and prices."
+    host: str = '127.0.0.1'
+    port: int = 8000
+    workers: int = Field(1, ge=1)  # uvicorn worker processes; limits and usage are shared through the database
+    database_url: str = f'sqlite:///{_data_dir()/"console.db"}'  # or postgresql://user:pass@host/db
+    managed: list[str] = []  # base URLs of the `hybrie serve` runtimes behind Managed Inference
+    admin_token: str|None = Field(None, repr=False)  # Bearer token of the admin API (None: the admin API is off)
+    secret_key: str|None = Field(None, repr=False)  # master key for provider keys: 32 bytes, urlsafe base64 (None: key_file)
+    key_file: Path = _data_dir()/'console.key'  # the generated master key (mode 0600) when secret_key is not set
+    health_interval: float = Field(5.0, gt=0)  # seconds between health checks of each managed runtime
+    flush_interval: float = Field(0.25, gt=0, le=1.0)  # seconds between usage writes: a stream is checkpointed at least this often
+    upstream_timeout: float = Field(300.0, gt=0)  # seconds for one upstream call
+    max_retries: int = Field(2, ge=0)  # SDK retries of a BYOK call before its first byte
+    prices: dict[str, ModelPrice] = {}  # model id -> price, over the defaults for the catalog's cloud models
+
+    @field_validator('managed', mode='before')
+    @classmethod
+    def _urls(cls, v): return [u.strip() for u in v.split(',') if u.strip()] if isinstance(v, str) else v
+
 # %% ../nbs/01_config.ipynb #6c6fd4b8
 ENV_NAMES = {
     'HYBRIE_HOST': 'server.host', 'HYBRIE_PORT': 'server.port',
@@ -117,6 +159,9 @@ class _ShortEnvNames(PydanticBaseSettingsSource):
 def _config_path() -> Path:
     return Path(os.environ.get('HYBRIE_CONFIG') or Path.home()/'.config'/'hybrie'/'config.toml')
 
+# %% ../nbs/01_config.ipynb #f674b0ce
+ENV_NAMES.update({f'HYBRIE_CONSOLE_{k.upper()}': f'console.{k}' for k in ConsoleSettings.model_fields if k != 'prices'})
+
 # %% ../nbs/01_config.ipynb #65f21926
 class CatalogEntryConfig(BaseModel):
     "A `[models.<id>]` table of the config file."
@@ -137,6 +182,7 @@ class Settings(BaseSettings):
     audio: AudioSettings = AudioSettings()
     adapters: AdapterSettings = AdapterSettings()
     client: ClientSettings = ClientSettings()
+    console: ConsoleSettings = ConsoleSettings()  # `hybrie console`
     models: dict[str,CatalogEntryConfig] = {}  # catalog entries added or overridden
     cache_dir: Path = Path.home()/'.cache'/'hybrie'  # converted weights
     models_dir: Path = Path.home()/'.cache'/'hybrie'/'models'  # `hybrie pull` downloads here
@@ -144,6 +190,21 @@ class Settings(BaseSettings):
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):
         return init_settings, env_settings, _ShortEnvNames(settings_cls), TomlConfigSettingsSource(settings_cls, toml_file=_config_path())
+
+# %% ../nbs/01_config.ipynb #0936b448
+def stimulir_config_path() -> Path:
+    "The file `stimulir login` writes and `stimulir` reads."
+    return Path(os.environ.get('STIMULIR_CONFIG') or Path.home()/'.config'/'stimulir'/'config.toml')
+
+class StimulirSettings(BaseSettings):
+    "Where `stimulir` finds the console, and the `hyb_*` key it calls it with."
+    model_config = SettingsConfigDict(env_prefix='STIMULIR_', extra='ignore')
+    api_key: str|None = Field(None, repr=False)
+    base_url: str = 'https://api.stimulir.com'  # `http://127.0.0.1:8000` for a local console
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):
+        return init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=stimulir_config_path())
 
 # %% ../nbs/01_config.ipynb #919bddd5
 @dataclass(frozen=True)

@@ -322,6 +322,7 @@ class Usage:
     "Token counts for the whole request (all choices)."
     prompt_tokens: int
     completion_tokens: int
+    reasoning_tokens: int = 0  # of completion_tokens, those spent reasoning (where the upstream says)
     @property
     def total_tokens(self): return self.prompt_tokens + self.completion_tokens
 
