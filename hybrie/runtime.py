@@ -22,6 +22,7 @@ from .router import ChatRouter
 from .embeddings import EmbeddingEngine
 from .audio import AudioEngine
 from .realtime import RealtimeSessions
+import hybrie.realtime_omni  # registers Qwen2.5-Omni as a realtime backend
 from fastcore.basics import patch
 
 # %% auto #0
