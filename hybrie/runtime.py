@@ -21,6 +21,9 @@ from .cloud_mistral import MistralEngine
 from .router import ChatRouter
 from .embeddings import EmbeddingEngine
 from .audio import AudioEngine
+from .realtime import RealtimeSessions
+import hybrie.realtime_omni  # registers Qwen2.5-Omni as a realtime backend
+from fastcore.basics import patch
 
 # %% auto #0
 __all__ = ['log', 'ENGINES', 'Runtime', 'cloud_engines', 'build_runtime']
@@ -60,6 +63,14 @@ class Runtime:
         "Stop the engine's thread and close the upstream connections."
         if self.engine is not None: self.engine.close()
         await self.chat.aclose()
+
+# %% ../nbs/31_runtime.ipynb #d9fd4186
+@patch(as_prop=True)
+def realtime(self:Runtime) -> RealtimeSessions:
+    "The realtime voice sessions of this runtime (built on first use)."
+    if self.__dict__.get('_realtime') is None:
+        self._realtime = RealtimeSessions(self.settings.realtime, self.chat, self.audio, self.catalog)
+    return self._realtime
 
 # %% ../nbs/31_runtime.ipynb #879c5a07
 ENGINES = {'openai': OpenAIEngine, 'anthropic': AnthropicEngine, 'gemini': GeminiEngine, 'mistral': MistralEngine}

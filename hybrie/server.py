@@ -12,14 +12,14 @@ import hybrie
 from .config import Settings
 from .runtime import Runtime, build_runtime
 from .routes import install_error_handlers
-from . import api_chat, api_models, api_embeddings, api_audio, api_adapters
+from . import api_chat, api_models, api_embeddings, api_audio, api_adapters, api_realtime
 
 # %% auto #0
 __all__ = ['log', 'ROUTES', 'make_app', 'serve']
 
 # %% ../nbs/49_server.ipynb #c9869c87
 log = logging.getLogger('hybrie.server')
-ROUTES = (api_chat, api_models, api_embeddings, api_audio, api_adapters)
+ROUTES = (api_chat, api_models, api_embeddings, api_audio, api_adapters, api_realtime)
 
 def make_app(rt:Runtime) -> FastAPI:
     "The HTTP app serving runtime `rt`; closing the app closes the runtime."
