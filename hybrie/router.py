@@ -12,6 +12,7 @@ from .protocol import *
 from .protocol_audio import STT_ALIASES, TTS_ALIASES
 from .config import CloudSettings, Catalog, KIND_ENDPOINTS
 from .cloud import CLOUD_MODELS, PROVIDERS, CloudEngine, has_images
+from .peers import PeerEngine, PeerRegistry, peer_loop, peer_not_found
 
 # %% auto #0
 __all__ = ['MODES', 'ChatRouter', 'Answer', 'start']
@@ -25,15 +26,17 @@ class ChatRouter:
                  local:ChatEngine|None, # The local engine (None: this process serves cloud models only)
                  clouds:dict[str, CloudEngine], # The configured cloud engines, by provider
                  settings:CloudSettings|None=None, # Default execution mode and provider
-                 catalog:Catalog|None=None): # Tells local model ids from upstream ones, and models of other kinds
-        self.local, self.clouds = local, clouds
+                 catalog:Catalog|None=None, # Tells local model ids from upstream ones, and models of other kinds
+                 peers:PeerRegistry|None=None): # The compute peers (None: this runtime forwards to none)
+        self.local, self.clouds, self.peers = local, clouds, peers
         self.settings = settings or CloudSettings()
         self.catalog = catalog or Catalog()
 
     def models(self) -> list[ModelInfo]:
-        "Local models, then the models of the configured cloud providers."
+        "Local models, then the models of the configured cloud providers (and of the peers, with `route_to_peers`)."
         out, seen = [], set()
-        for e in ([self.local] if self.local else []) + list(self.clouds.values()):
+        routed = [self.peers] if self.peers and self.peers.s.route_to_peers else []
+        for e in ([self.local] if self.local else []) + list(self.clouds.values()) + routed:
             for m in e.models():
                 if m.id not in seen: seen.add(m.id); out.append(m)
         return out
@@ -144,29 +147,31 @@ async def _start_cloud(self:ChatRouter, req:ChatRequest, fallback_from:str|None=
     engine, model = self.cloud_target(req)
     return await start(engine.chat(replace(req, model=model) if model != req.model else req), fallback_from)
 
+def _then(before:str|None, now:str) -> str: return f'{before},{now}' if before else now
+
 @patch
-async def _start(self:ChatRouter, req:ChatRequest) -> Answer:
+async def _start(self:ChatRouter, req:ChatRequest, fallback_from:str|None=None) -> Answer:
     mode = self.mode(req)
     self.check_chat_model(req.model)
-    if mode == 'cloud' or (mode == 'hybrid' and _cloud_model(req.model)): return await self._start_cloud(req)
+    if mode == 'cloud' or (mode == 'hybrid' and _cloud_model(req.model)): return await self._start_cloud(req, fallback_from)
     if mode == 'local' and _cloud_model(req.model):
         raise invalid_request(f'`{req.model}` is a cloud model; execution mode `local` never leaves this machine.', 'model', 'cloud_model_in_local_mode')
     if self.local is None:
         if mode == 'local': raise invalid_request('This server runs no local model; use execution mode `cloud` or `hybrid`.', HEADER_MODE)
-        return await self._start_cloud(req, 'local')
-    if mode == 'hybrid' and self._local_blind(req): return await self._start_cloud(req, 'local')
-    try: return await start(self.local.chat(req))
+        return await self._start_cloud(req, _then(fallback_from, 'local'))
+    if mode == 'hybrid' and self._local_blind(req): return await self._start_cloud(req, _then(fallback_from, 'local'))
+    try: return await start(self.local.chat(req), fallback_from)
     except Exception as e:
         if mode == 'local' or not _fallback_worthy(e): raise
         try: self.cloud_target(req)
         except HybrieError: raise e from None  # no cloud to fall back to: the local error stands
-        return await self._start_cloud(req, 'local')
+        return await self._start_cloud(req, _then(fallback_from, 'local'))
 
 @patch
 @contextlib.asynccontextmanager
 async def open(self:ChatRouter, req:ChatRequest) -> AsyncIterator[Answer]:
     "Start answering `req` (errors before its first chunk raise here); the answer is closed on exit."
-    a = await self._start(req)
+    a = await self._start_routed(req)
     try: yield a
     finally: await a.aclose()
 
@@ -176,3 +181,42 @@ async def chat(self:ChatRouter, req:ChatRequest) -> AsyncIterator[Chunk]:
     async with self.open(req) as a:
         yield a.executed
         async for c in a: yield c
+
+# %% ../nbs/30_router.ipynb #1722559f
+@patch
+def _serves_here(self:ChatRouter, model:str) -> bool:
+    "Whether the local engine (its adapters included) or a configured provider answers for `model`."
+    if (cm := _cloud_model(model)) and cm[0] in self.clouds: return True
+    return any(m.id == model for e in ([self.local] if self.local else []) + list(self.clouds.values()) for m in e.models())
+
+@patch
+def _peers_for(self:ChatRouter, req:ChatRequest) -> list[PeerEngine]:
+    "The peers to try for `req`, in order (none: it runs here or in the cloud)."
+    r, peers = req.routing, self.peers
+    me = peers.id if peers else None
+    strict = (r.execution_mode or self.settings.execution_mode or '').strip().lower() == 'local'  # asked for, not auto
+    if r.forwarded_by:
+        if r.preferred_peer_id and r.preferred_peer_id != me: raise peer_loop(r.forwarded_by, r.preferred_peer_id)
+        return []
+    if want := r.preferred_peer_id:
+        if want == me: return []
+        if strict: raise invalid_request(f'`{HEADER_PEER}` names a peer, but execution mode `local` never leaves this machine.', HEADER_PEER)
+        if peers is None: raise peer_not_found(want)
+        return [peers.engine(want)]
+    if peers and peers.s.route_to_peers and not r.cloud_provider and not strict and not self._serves_here(req.model):
+        return peers.serving(req.model)
+    return []
+
+@patch
+async def _start_routed(self:ChatRouter, req:ChatRequest) -> Answer:
+    "Start `req` at a peer when it belongs to one, else here or in the cloud."
+    mode = self.mode(req)
+    self.check_chat_model(req.model)
+    tried, first = [], None
+    for p in self._peers_for(req):
+        try: return await start(p.chat(req))
+        except Exception as e:
+            if not _fallback_worthy(e): raise
+            tried.append(f'peer:{p.peer.id}'); first = first or e
+    if first is not None and mode != 'hybrid': raise first
+    return await self._start(req, ','.join(tried) or None)

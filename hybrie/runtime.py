@@ -5,6 +5,8 @@
 # %% ../nbs/31_runtime.ipynb #d8fff014
 from __future__ import annotations
 import logging, time
+from fastcore.basics import patch
+import hybrie
 from dataclasses import dataclass, field
 from .protocol import ModelInfo
 from .config import Settings, Catalog, CloudSettings, VisionSettings
@@ -19,11 +21,12 @@ from .cloud_anthropic import AnthropicEngine
 from .cloud_gemini import GeminiEngine
 from .cloud_mistral import MistralEngine
 from .router import ChatRouter
+from .peers import PeerRegistry, default_advertise_url, default_peer_id
 from .embeddings import EmbeddingEngine
 from .audio import AudioEngine
 
 # %% auto #0
-__all__ = ['log', 'ENGINES', 'Runtime', 'cloud_engines', 'build_runtime']
+__all__ = ['log', 'ENGINES', 'Runtime', 'make_peers', 'cloud_engines', 'build_runtime']
 
 # %% ../nbs/31_runtime.ipynb #c885c35a
 log = logging.getLogger('hybrie.runtime')
@@ -39,6 +42,7 @@ class Runtime:
     adapters: AdapterRegistry|NoAdapters = field(default_factory=NoAdapters)
     embeddings: EmbeddingEngine = None
     audio: AudioEngine = None
+    peers: PeerRegistry = None  # the compute peers (the router's)
     started: float = field(default_factory=time.time)
 
     def __post_init__(self):
@@ -47,6 +51,7 @@ class Runtime:
         if self.embeddings is None: self.embeddings = EmbeddingEngine(self.catalog, s.engine.device, s.engine.max_queue)
         if self.audio is None:
             self.audio = AudioEngine(s.audio, self.catalog, s.engine.device, s.engine.max_batch_size + s.engine.max_queue)
+        if self.peers is None: self.peers = getattr(self.chat, 'peers', None) or make_peers(s)
 
     def models(self) -> list[ModelInfo]:
         "Every model this process answers for: chat (local, adapters, cloud), audio, embeddings; each id once."
@@ -57,9 +62,32 @@ class Runtime:
         return out
 
     async def aclose(self):
-        "Stop the engine's thread and close the upstream connections."
+        "Stop the engine's thread and the peers' heartbeat, and close the upstream connections."
         if self.engine is not None: self.engine.close()
+        await self.peers.aclose()
         await self.chat.aclose()
+
+# %% ../nbs/31_runtime.ipynb #7d8520f3
+def make_peers(s:Settings) -> PeerRegistry:
+    "The compute-peer registry `s.peers` describes (static peers included)."
+    return PeerRegistry(s.peers, s.peers.id or default_peer_id(s.server.port),
+                        s.peers.advertise_url or default_advertise_url(s.server.host, s.server.port))
+
+@patch
+async def start(self:Runtime):
+    "Start the background work of the runtime (the peers' heartbeat); call it on the serving loop."
+    await self.peers.start()
+
+# %% ../nbs/31_runtime.ipynb #9d043adf
+@patch
+def node(self:Runtime) -> dict:
+    "Who this runtime is, what it serves and how busy it is."
+    e = self.engine
+    load = {'running': len(e.batch.rows), 'queued': len(e.pending), 'capacity': e.s.max_batch_size} if e is not None else \
+           {'running': 0, 'queued': 0, 'capacity': 0}
+    return {'id': self.peers.id, 'object': 'node', 'version': hybrie.__version__, 'url': self.peers.url,
+            'device': str(e.lm.device) if e is not None else None, 'models': [m.id for m in self.models()],
+            'adapters': [m.id for m in self.adapters.models()], 'load': load, 'uptime_s': round(time.time()-self.started, 1)}
 
 # %% ../nbs/31_runtime.ipynb #879c5a07
 ENGINES = {'openai': OpenAIEngine, 'anthropic': AnthropicEngine, 'gemini': GeminiEngine, 'mistral': MistralEngine}
@@ -92,5 +120,6 @@ def build_runtime(s:Settings, # Everything the runtime is told
         engine = LocalEngine(lm, s.engine, adapters)
         for id, path in s.adapters.preload.items(): adapters.load(id, path, lm.id)
         release_omp_workers()  # the main thread is done with torch; its CPU workers would slow the engine's thread
-    router = ChatRouter(engine, cloud_engines(s.cloud, s.vision, s.engine.max_tokens_default), s.cloud, cat)
-    return Runtime(s, router, cat, engine, adapters)
+    peers = make_peers(s)
+    router = ChatRouter(engine, cloud_engines(s.cloud, s.vision, s.engine.max_tokens_default), s.cloud, cat, peers)
+    return Runtime(s, router, cat, engine, adapters, peers=peers)
