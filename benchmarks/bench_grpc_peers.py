@@ -115,7 +115,7 @@ async def bench_model(a, l, hop):
             for k in names: await run(Target('warm'), calls[k], conc, conc)
             ts = {k: Target(k) for k in names}
             for r in range(a.model_rounds):
-                for k in (names if r % 2 == 0 else names[::-1]): await run(ts[k], calls[k], 2 * conc, conc)
+                for k in (names if r % 2 == 0 else names[::-1]): await run(ts[k], calls[k], conc, conc)
             res = {k: summary(t) for k, t in ts.items()}
             res['grpc_over_http_tokens_per_s'] = round(res['grpc']['tokens_per_s'] / res['http']['tokens_per_s'], 3)
             res['grpc_minus_http_p50_ms'] = round(res['grpc']['p50_ms'] - res['http']['p50_ms'], 2)
