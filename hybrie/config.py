@@ -16,9 +16,9 @@ from .protocol import HybrieError, model_not_found
 # %% auto #0
 __all__ = ['PROVIDER_NAMES', 'ENV_NAMES', 'FAMILIES', 'BUILTIN_MODELS', 'KIND_ENDPOINTS', 'ServerSettings', 'EngineSettings',
            'ProviderSettings', 'CloudSettings', 'VisionSettings', 'AudioSettings', 'AdapterSettings', 'ClientSettings',
-           'ModelPrice', 'ConsoleSettings', 'RealtimeSettings', 'CatalogEntryConfig', 'Settings',
-           'stimulir_config_path', 'StimulirSettings', 'Family', 'CatalogEntry', 'ModelNotPresent', 'package_dir',
-           'Catalog', 'hf_snapshot', 'Resolved', 'find_weights']
+           'GrpcSettings', 'PeerSettings', 'ModelPrice', 'ConsoleSettings', 'RealtimeSettings', 'CatalogEntryConfig',
+           'Settings', 'stimulir_config_path', 'StimulirSettings', 'Family', 'CatalogEntry', 'ModelNotPresent',
+           'package_dir', 'Catalog', 'hf_snapshot', 'Resolved', 'find_weights']
 
 # %% ../nbs/01_config.ipynb #a18547a7
 class ServerSettings(BaseModel):
@@ -84,6 +84,28 @@ class ClientSettings(BaseModel):
     "Where `hybrie chat` and `hybrie models --remote` find a server."
     url: str = 'http://127.0.0.1:8080/v1'
     api_key: str = Field('hybrie', repr=False)
+
+# %% ../nbs/01_config.ipynb #ddef7597
+class GrpcSettings(BaseModel):
+    "Where the gRPC API listens, beside HTTP in the same process."
+    port: int = Field(9090, ge=0, le=65535)  # 0: no gRPC server
+    host: str|None = None  # None: the HTTP host
+    max_message_mb: float = Field(64.0, gt=0)  # largest request or response message
+    reflection: bool = True  # serve gRPC server reflection (grpcurl, Postman list the API without the .proto)
+    grace: float = Field(5.0, ge=0)  # seconds running calls get to finish at shutdown
+
+class PeerSettings(BaseModel):
+    "Other HybrIE runtimes this one forwards to, and how it joins theirs."
+    id: str|None = None  # this runtime's id among its peers (None: `<hostname>:<port>`)
+    secret: str|None = Field(None, repr=False)  # shared secret for peer management and forwarded calls
+    static: dict[str,str] = {}  # id -> base URL, known from the start (`--peer ID=URL`); never expire
+    join: str|None = None  # base URL of a runtime to register with, and keep a heartbeat to
+    advertise_url: str|None = None  # the URL peers reach this runtime at (None: from the HTTP host and port)
+    route_to_peers: bool = False  # send a model this runtime lacks to a healthy peer that serves it (least loaded)
+    heartbeat: float = Field(5.0, gt=0)  # seconds between probes of each peer, and between `join` heartbeats
+    ttl: float = Field(30.0, gt=0)  # seconds unseen before a registered peer expires
+    connect_timeout: float = Field(3.0, gt=0)  # seconds to reach a peer before it counts as down
+    read_timeout: float = Field(600.0, gt=0)  # seconds a forwarded call may wait for its next chunk
 
 # %% ../nbs/01_config.ipynb #d5cec338
 from decimal import Decimal
@@ -159,6 +181,11 @@ class _ShortEnvNames(PydanticBaseSettingsSource):
 def _config_path() -> Path:
     return Path(os.environ.get('HYBRIE_CONFIG') or Path.home()/'.config'/'hybrie'/'config.toml')
 
+# %% ../nbs/01_config.ipynb #71a325bf
+ENV_NAMES |= {'HYBRIE_GRPC_PORT': 'grpc.port', 'HYBRIE_GRPC_HOST': 'grpc.host',
+              'HYBRIE_PEER_ID': 'peers.id', 'HYBRIE_PEER_SECRET': 'peers.secret', 'HYBRIE_JOIN': 'peers.join',
+              'HYBRIE_ADVERTISE_URL': 'peers.advertise_url', 'HYBRIE_ROUTE_TO_PEERS': 'peers.route_to_peers'}
+
 # %% ../nbs/01_config.ipynb #c1652262
 class RealtimeSettings(BaseModel):
     "Limits and defaults of the realtime voice loop (`/v1/realtime`)."
@@ -197,6 +224,8 @@ class Settings(BaseSettings):
     adapters: AdapterSettings = AdapterSettings()
     client: ClientSettings = ClientSettings()
     console: ConsoleSettings = ConsoleSettings()  # `hybrie console`
+    grpc: GrpcSettings = GrpcSettings()
+    peers: PeerSettings = PeerSettings()
     models: dict[str,CatalogEntryConfig] = {}  # catalog entries added or overridden
     cache_dir: Path = Path.home()/'.cache'/'hybrie'  # converted weights
     models_dir: Path = Path.home()/'.cache'/'hybrie'/'models'  # `hybrie pull` downloads here
