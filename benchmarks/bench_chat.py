@@ -105,7 +105,7 @@ def main():
     asyncio.set_event_loop(asyncio.new_event_loop())
     port = free_port()
     print('hybrie serve ...', flush=True)
-    cmd = [str(BIN/'hybrie'), 'serve', '--port', str(port), '--model', a.model, '--device', a.device]
+    cmd = [str(BIN/'hybrie'), 'serve', '--port', str(port), '--grpc-port', '0', '--model', a.model, '--device', a.device]
     contenders = {'hybrie': Server(cmd + (['--dtype', a.dtype] if a.dtype != 'auto' else []), f'http://127.0.0.1:{port}',
                                    a.model, {'ignore_eos': True})}
     dtype = re.search(r'\((\w+)\) in', contenders['hybrie'].stderr()).group(1)  # "loaded M on cpu (bfloat16) in 0.5s"

@@ -167,7 +167,7 @@ def main():
         if a.server == 'cli':
             env = {**ENV, **NO_CONFIG, 'OPENAI_API_KEY': 'sk-bench', 'OPENAI_BASE_URL': f'http://127.0.0.1:{up}/v1',
                    'HYBRIE_EXECUTION_MODE': 'cloud', 'HYBRIE_CLOUD_PROVIDER': 'openai', 'HYBRIE_CLOUD_MAX_RETRIES': '0'}
-            procs.append(subprocess.Popen([str(BIN/'hybrie'), 'serve', '--port', str(hp), '--log-level', 'warning'],
+            procs.append(subprocess.Popen([str(BIN/'hybrie'), 'serve', '--port', str(hp), '--grpc-port', '0', '--log-level', 'warning'],
                                           env=env, stdout=open(Path(tmp)/'hybrie.log', 'w'), stderr=subprocess.STDOUT))
         else: procs.append(subprocess.Popen(me + ['--role', 'hybrie', '--port', str(hp), '--upstream', str(up)]))
         targets = {'direct': (f'http://127.0.0.1:{up}/v1/chat/completions', 'sk-bench', procs[0]),

@@ -13,6 +13,7 @@ BIN = Path(sys.executable).parent  # where this venv's `hybrie` and `transformer
 OFFLINE = {'HF_HUB_OFFLINE': '1', 'TRANSFORMERS_OFFLINE': '1', 'TOKENIZERS_PARALLELISM': 'false', 'PYTHONUNBUFFERED': '1'}
 ENV = {**os.environ, **OFFLINE}  # the environment of server processes: this one, offline
 NO_CONFIG = {'HYBRIE_CONFIG': '/nonexistent/hybrie.toml'}  # a server that reads no config file: defaults and env only
+NO_GRPC = {'HYBRIE_GRPC_PORT': '0'}  # no gRPC unless a benchmark asks (`--grpc-port N`): servers side by side would all want 9090
 
 
 def free_port() -> int:
@@ -55,7 +56,7 @@ class HybrieServer:
         self.url = self.root + '/v1'
         self.logfile = tempfile.NamedTemporaryFile('w+', prefix='bench-hybrie-', suffix='.log', delete=False)
         self.proc = subprocess.Popen([str(BIN/'hybrie'), 'serve', '--port', str(self.port), *args], stdout=self.logfile,
-                                     stderr=subprocess.STDOUT, env={**ENV, **NO_CONFIG, **(env or {})})
+                                     stderr=subprocess.STDOUT, env={**ENV, **NO_CONFIG, **NO_GRPC, **(env or {})})
         try: wait_healthy(self.root + '/health', self.proc, timeout)
         except RuntimeError as e:
             self.stop()

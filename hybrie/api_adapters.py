@@ -4,13 +4,12 @@
 
 # %% ../nbs/44_api_adapters.ipynb #e9c4a49f
 from __future__ import annotations
-import asyncio
 from functools import partial
 from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse
+from . import serving
 from .protocol import LoadAdapter, VllmLoad, VllmUnload, parse_model
 from .routes import read_body, runtime_of
-from .threads import run_released
 
 # %% auto #0
 __all__ = ['router', 'load_adapter', 'list_adapters', 'get_adapter', 'unload_adapter', 'vllm_load', 'vllm_unload']
@@ -18,41 +17,38 @@ __all__ = ['router', 'load_adapter', 'list_adapters', 'get_adapter', 'unload_ada
 # %% ../nbs/44_api_adapters.ipynb #740390fb
 router = APIRouter()
 
-async def _in_thread(fn, *args): return await asyncio.to_thread(run_released, fn, *args)
-
 @router.post('/v1/adapters', status_code=201)
 async def load_adapter(request:Request):
     "Load a LoRA adapter."
     body = await read_body(request, partial(parse_model, LoadAdapter))
-    return (await _in_thread(runtime_of(request).adapters.load, body.id, body.path, body.base_model)).card()
+    return await serving.load_adapter(runtime_of(request), body.id, body.path, body.base_model)
 
 @router.get('/v1/adapters')
 async def list_adapters(request:Request):
     "The loaded adapters."
-    return {'object':'list', 'data':runtime_of(request).adapters.cards()}
+    return serving.list_adapters(runtime_of(request))
 
 @router.get('/v1/adapters/{adapter_id:path}')
 async def get_adapter(adapter_id:str, request:Request):
     "One loaded adapter."
-    return runtime_of(request).adapters.get(adapter_id).card()
+    return serving.get_adapter(runtime_of(request), adapter_id)
 
 @router.delete('/v1/adapters/{adapter_id:path}')
 async def unload_adapter(adapter_id:str, request:Request):
     "Unload an adapter (requests running through it finish first)."
-    a = await _in_thread(runtime_of(request).adapters.unload, adapter_id)
-    return {'id':a.id, 'object':'adapter', 'deleted':True}
+    return await serving.unload_adapter(runtime_of(request), adapter_id)
 
 # %% ../nbs/44_api_adapters.ipynb #01fa0f5d
 @router.post('/v1/load_lora_adapter')
 async def vllm_load(request:Request):
     "vLLM's adapter load."
     body = await read_body(request, partial(parse_model, VllmLoad))
-    await _in_thread(runtime_of(request).adapters.load, body.lora_name, body.lora_path)
+    await serving.load_adapter(runtime_of(request), body.lora_name, body.lora_path)
     return PlainTextResponse(f"Success: LoRA adapter '{body.lora_name}' added successfully.")
 
 @router.post('/v1/unload_lora_adapter')
 async def vllm_unload(request:Request):
     "vLLM's adapter unload."
     body = await read_body(request, partial(parse_model, VllmUnload))
-    await _in_thread(runtime_of(request).adapters.unload, body.lora_name)
+    await serving.unload_adapter(runtime_of(request), body.lora_name)
     return PlainTextResponse(f"Success: LoRA adapter '{body.lora_name}' removed successfully.")

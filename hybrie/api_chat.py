@@ -4,65 +4,38 @@
 
 # %% ../nbs/41_api_chat.ipynb #d07df3d5
 from __future__ import annotations
-import asyncio, contextlib, logging, time
+import contextlib, logging
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import Histogram
-from .metrics import metric
 from .protocol import *
-from .router import Answer
-from .routes import RequestMeter, ScopedStream, read_body, runtime_of, sse_event
+from .routes import ScopedStream, read_body, runtime_of, sse_event
+from .serving import ChatAnswer, TTFT, chat_request, executed_headers, open_chat
 
 # %% auto #0
-__all__ = ['log', 'router', 'TTFT', 'executed_headers', 'create_chat_completion', 'chat_completions']
+__all__ = ['log', 'router', 'create_chat_completion', 'chat_completions']
 
 # %% ../nbs/41_api_chat.ipynb #6f4d0b9e
 log = logging.getLogger('hybrie.api_chat')
 router = APIRouter()
-TTFT = metric(Histogram, 'hybrie_time_to_first_token_seconds', 'Time from request to first chunk', ['executed_by'],
-              buckets=(.005,.01,.025,.05,.1,.25,.5,1,2.5,5,10,30))
-
-# %% ../nbs/41_api_chat.ipynb #6c5a0dae
-def executed_headers(ex:Executed) -> dict:
-    "The response headers that say who answered."
-    h = {'x-hybrie-executed-by': ex.by}
-    if ex.fallback_from: h['x-hybrie-fallback-from'] = ex.fallback_from
-    if ex.dropped_params: h['x-hybrie-dropped-params'] = ','.join(ex.dropped_params)
-    return h
 
 # %% ../nbs/41_api_chat.ipynb #8820ee5c
 async def create_chat_completion(rt, # The `Runtime`
                                  req:ChatRequest) -> Response:
-    "Serve one chat request: open the answer, reply as JSON or as server-sent events."
+    "Serve one chat request over HTTP: open the answer, reply as JSON or as server-sent events."
     async with contextlib.AsyncExitStack() as stack:
-        meter = stack.enter_context(RequestMeter('chat'))
-        answer = await stack.enter_async_context(rt.chat.open(req))
-        TTFT.labels(answer.executed.by.split(':')[0]).observe(time.perf_counter()-meter.t0)
-        headers = executed_headers(answer.executed)
+        a = await stack.enter_async_context(open_chat(rt, req))
         if req.stream:
-            return ScopedStream(_events(req, answer, meter), stack.pop_all(), media_type='text/event-stream',
-                                headers=headers | {'cache-control': 'no-cache', 'x-accel-buffering': 'no'})
-        acc = ChatCompletionAccumulator(req, answer.executed.model)
-        async for c in answer: acc.add(c)
-        if acc.usage: meter.tokens(acc.usage.prompt_tokens, acc.usage.completion_tokens)
-        return JSONResponse(acc.response(), headers=headers)
+            return ScopedStream(_events(a), stack.pop_all(), media_type='text/event-stream',
+                                headers=a.headers | {'cache-control': 'no-cache', 'x-accel-buffering': 'no'})
+        return JSONResponse(await a.full(), headers=a.headers)
 
 # %% ../nbs/41_api_chat.ipynb #d06dd26c
-async def _events(req:ChatRequest, answer:Answer, meter:RequestMeter):
-    started = set()
+async def _events(a:ChatAnswer):
     try:
-        async for c in answer:
-            if isinstance(c, Usage):
-                meter.tokens(c.prompt_tokens, c.completion_tokens)
-                if req.include_usage: yield sse_event(to_stream_chunk(req, c, model=answer.executed.model))
-                continue
-            first = c.index not in started
-            started.add(c.index)
-            yield sse_event(to_stream_chunk(req, c, first=first, model=answer.executed.model))
+        async for d in a.chunks(): yield sse_event(d)
         yield sse_event('[DONE]')
     except Exception as e:
-        meter.failed(e)
-        if not isinstance(e, HybrieError): log.exception('stream %s failed', req.id)
+        if not isinstance(e, HybrieError): log.exception('stream %s failed', a.req.id)
         err = e if isinstance(e, HybrieError) else HybrieError('The backend failed while streaming the response.', 500, 'server_error')
         yield sse_event(err.body())
 
@@ -70,5 +43,6 @@ async def _events(req:ChatRequest, answer:Answer, meter:RequestMeter):
 @router.post('/v1/chat/completions')
 async def chat_completions(request:Request):
     "OpenAI `POST /v1/chat/completions`."
-    req = from_chat_request(await read_body(request, parse_chat_request), dict(request.headers))
-    return await create_chat_completion(runtime_of(request), req)
+    rt = runtime_of(request)
+    req = await read_body(request, lambda body: chat_request(rt, body, dict(request.headers)))
+    return await create_chat_completion(rt, req)

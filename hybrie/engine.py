@@ -20,8 +20,10 @@ from .sampler import RowSampler, sample_batch, IncrementalDetokenizer, StopMatch
 from .loader import LoadedModel
 from .adapters import AdapterRegistry, NoAdapters
 from .structured import Constraint, Grammars, json_rule, lark, mask_logits, response_format_schema
-from .tools import ToolCallParser, ToolSpec, check_tools, render_tools, tool_format, tool_grammar
+from .tools import ToolCallParser, ToolSpec, check_tools, render_tools, tool_format
+import hybrie.tools_xml  # registers Qwen3-Coder's XML tool format
 from .raw_prompts import echo_text, prompt_logprobs, raw_prompt_ids
+
 
 # %% auto #0
 __all__ = ['log', 'LOGPROB_FLOOR', 'check_supported', 'render_prompt', 'prompt_ids', 'Sequence', 'prepare_model', 'LocalEngine']
@@ -41,7 +43,7 @@ def render_prompt(req:ChatRequest, lm:LoadedModel, tools:ToolSpec|None=None) -> 
     fam, kw = lm.entry.fam, {}
     if fam.thinking_kwarg: kw[fam.thinking_kwarg] = fam.thinking_default if req.thinking is None else req.thinking
     msgs = [{k:v for k,v in m.items() if k not in ('reasoning_content', 'thinking_blocks')} for m in req.messages]
-    msgs, tkw = render_tools(msgs, tools, tool_format(lm.entry.family), lm.tokenizer.chat_template)
+    msgs, tkw = render_tools(msgs, tools, tool_format(fam.tool_format), lm.tokenizer.chat_template)
     kw |= tkw
     try: text = lm.tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True, **kw)
     except TemplateError as e: raise invalid_request(f'The messages do not fit the chat template of `{lm.id}`: {e}', 'messages') from None
@@ -70,7 +72,7 @@ class Sequence:
     eos: set[int]
     adapter: str|None = None
     constraint: Constraint|None = None  # the grammar its tokens must follow (`structured`)
-    calls: ToolCallParser|None = None  # splits tool calls out of its content (`tools`)
+    calls: ToolCallParser|None = None  # splits tool calls out of its content (`tools`; the model's format's parser)
     echo: str|None = None  # the prompt's text, when it is to be sent back first (`RawPrompt.echo`)
     lists_eos: bool = False  # its logprobs list the end-of-sequence token too (a raw prompt's: every generated token is scored)
     generated: int = 0
@@ -196,7 +198,7 @@ def _grammar(self:LocalEngine, req:ChatRequest, tools:ToolSpec|None, in_reasonin
     if schema is not None: self.grammars.constraint(lark([json_rule(schema)]), 'response_format.json_schema.schema')
     if calls:
         for i, f in enumerate(tools.functions): self.grammars.constraint(lark([json_rule(f.parameters)]), f'tools.{i}.function.parameters')
-        rules = tool_grammar(tools, tool_format(self.lm.entry.family), schema)
+        rules = tool_format(self.lm.entry.fam.tool_format).grammar(tools, schema)
     else: rules = [json_rule(schema)]
     fam = self.lm.entry.fam
     if req.prompt is not None or not (fam.think_open and (fam.thinking_default if req.thinking is None else req.thinking)): return lark(rules)
@@ -214,14 +216,15 @@ def _sequences(self:LocalEngine, req:ChatRequest, post:Callable, adapter:str|Non
     grammar = self._grammar(req, tools, in_reasoning)
     fam, tok, V = self.lm.entry.fam, self.lm.tokenizer, self.lm.model.config.vocab_size
     rows = [RowSampler(req.sampling, prompt, V, seed_offset=i) for i in range(req.n)]
-    fmt = tool_format(self.lm.entry.family)
+    fmt = tool_format(fam.tool_format)
     return [Sequence(i, prompt, r, mt, IncrementalDetokenizer(tok), StopMatcher(r.p.stop),
                      ReasoningSplitter(fam.think_open, fam.think_close, in_reasoning) if fam.think_open and req.prompt is None else None,
                      post, self.lm.eos_ids, adapter,
                      constraint=self.grammars.constraint(grammar, 'tools' if tools and tools.active else 'response_format') if grammar else None,
-                     calls=ToolCallParser(fmt, i) if tools and tools.active else None,
+                     calls=fmt.parser(i, tools) if tools and tools.active else None,
                      echo=echo_text(req.prompt, tok) if req.prompt is not None and req.prompt.echo else None,
                      lists_eos=req.prompt is not None) for i, r in enumerate(rows)]
+
 
 # %% ../nbs/20_engine.ipynb #67ac0427
 @patch

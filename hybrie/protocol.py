@@ -10,13 +10,15 @@ from typing import Any, AsyncIterator, Literal, Protocol, Union, runtime_checkab
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 # %% auto #0
-__all__ = ['SAMPLING_DEFAULTS', 'HEADER_ADAPTER', 'HEADER_MODE', 'HEADER_PROVIDER', 'HEADER_PEER', 'Chunk', 'HybrieError',
-           'invalid_request', 'model_not_found', 'overloaded', 'ImageURL', 'ContentPart', 'FunctionCall', 'ToolCall',
-           'ThinkingBlock', 'ChatMessage', 'StreamOptions', 'ChatCompletionRequest', 'parse_model',
-           'parse_chat_request', 'from_validation_error', 'SamplingParams', 'RoutingHints', 'ChatRequest', 'has_images',
-           'from_chat_request', 'RawPrompt', 'PromptEcho', 'routing_hints', 'renamed', 'TokenLogprob', 'TextDelta',
-           'ReasoningDelta', 'ToolCallDelta', 'Finish', 'Usage', 'Executed', 'ModelInfo', 'ChatEngine', 'to_usage',
-           'to_stream_chunk', 'ChatCompletionAccumulator', 'to_model_card', 'LoadAdapter', 'VllmLoad', 'VllmUnload']
+__all__ = ['SAMPLING_DEFAULTS', 'HEADER_ADAPTER', 'HEADER_MODE', 'HEADER_PROVIDER', 'HEADER_PEER', 'GRPC_ADAPTER_KEY',
+           'HEADER_FORWARDED', 'HEADER_PEER_TOKEN', 'Chunk', 'HybrieError', 'invalid_request', 'model_not_found',
+           'overloaded', 'ImageURL', 'ContentPart', 'FunctionCall', 'ToolCall', 'ThinkingBlock', 'ChatMessage',
+           'StreamOptions', 'ChatCompletionRequest', 'parse_model', 'parse_chat_request', 'from_validation_error',
+           'SamplingParams', 'RoutingHints', 'ChatRequest', 'has_images', 'from_chat_request', 'routing_hints',
+           'RawPrompt', 'PromptEcho', 'renamed', 'TokenLogprob', 'TextDelta', 'ReasoningDelta', 'ToolCallDelta',
+           'Finish', 'Usage', 'Executed', 'ModelInfo', 'ChatEngine', 'to_usage', 'to_stream_chunk',
+           'ChatCompletionAccumulator', 'to_chat_body', 'from_stream_chunk', 'to_model_card', 'LoadAdapter', 'VllmLoad',
+           'VllmUnload', 'RegisterPeer']
 
 # %% ../nbs/00_protocol.ipynb #94e9368e
 class HybrieError(Exception):
@@ -108,6 +110,8 @@ class ChatMessage(BaseModel):
             raise ValueError(f"a `{self.role}` message needs `content`")
         if self.role == 'assistant' and self.content is None and not self.tool_calls:
             raise ValueError("an `assistant` message needs `content` or `tool_calls`")
+        if self.role == 'tool' and not self.tool_call_id:
+            raise ValueError("a `tool` message needs the `tool_call_id` of the call it answers")
         return self
 
 # %% ../nbs/00_protocol.ipynb #7f5ed013
@@ -223,6 +227,7 @@ class RoutingHints:
     execution_mode: str|None = None  # local | cloud | hybrid
     cloud_provider: str|None = None
     preferred_peer_id: str|None = None
+    forwarded_by: str|None = None  # the peer that forwarded this request here (it is never forwarded again)
 
 @dataclass
 class ChatRequest:
@@ -275,8 +280,15 @@ def from_chat_request(r:ChatCompletionRequest, headers:dict|None=None) -> ChatRe
         model=r.model, messages=[_message_dict(m) for m in r.messages], sampling=s, n=r.n, stream=r.stream,
         include_usage=bool(r.stream_options and r.stream_options.include_usage),
         thinking=_thinking(r.thinking_mode), tools=r.tools, tool_choice=r.tool_choice, parallel_tool_calls=r.parallel_tool_calls, response_format=r.response_format,
-        routing=RoutingHints(h.get(HEADER_ADAPTER) or None, h.get(HEADER_MODE) or None,
-                             h.get(HEADER_PROVIDER) or None, h.get(HEADER_PEER) or None))
+        routing=routing_hints(h))
+
+# %% ../nbs/00_protocol.ipynb #5ff37d99
+GRPC_ADAPTER_KEY, HEADER_FORWARDED, HEADER_PEER_TOKEN = 'hybrie.adapter_id', 'x-hybrie-forwarded-by', 'x-hybrie-peer-token'
+
+def routing_hints(h:dict) -> RoutingHints:
+    "The routing hints in lower-cased headers or gRPC metadata `h`."
+    return RoutingHints(h.get(HEADER_ADAPTER) or h.get(GRPC_ADAPTER_KEY) or None, h.get(HEADER_MODE) or None,
+                        h.get(HEADER_PROVIDER) or None, h.get(HEADER_PEER) or None, h.get(HEADER_FORWARDED) or None)
 
 # %% ../nbs/00_protocol.ipynb #81de3f97
 @dataclass
@@ -358,6 +370,7 @@ class Usage:
     "Token counts for the whole request (all choices)."
     prompt_tokens: int
     completion_tokens: int
+    reasoning_tokens: int = 0  # of completion_tokens, those spent reasoning (where the upstream says)
     @property
     def total_tokens(self): return self.prompt_tokens + self.completion_tokens
 
@@ -478,6 +491,45 @@ class ChatCompletionAccumulator:
         if self.usage: out['usage'] = to_usage(self.usage)
         return out
 
+# %% ../nbs/00_protocol.ipynb #9537d82a
+_SAMPLING_WIRE = ('temperature', 'top_p', 'top_k', 'min_p', 'presence_penalty', 'frequency_penalty', 'repetition_penalty',
+                  'seed', 'stop', 'max_tokens', 'logprobs', 'top_logprobs', 'ignore_eos')
+
+def to_chat_body(req:ChatRequest) -> dict:
+    "The wire body of `req`: the inverse of `from_chat_request`."
+    s = req.sampling
+    body = {'model': req.model, 'messages': req.messages, 'n': req.n, 'stream': req.stream}
+    body |= {k: getattr(s, k) for k in _SAMPLING_WIRE if getattr(s, k) is not None}
+    if s.logit_bias is not None: body['logit_bias'] = {str(k): v for k, v in s.logit_bias.items()}
+    if req.include_usage: body['stream_options'] = {'include_usage': True}
+    if req.thinking is not None: body['thinking_mode'] = req.thinking
+    for k in ('tools', 'tool_choice', 'parallel_tool_calls', 'response_format'):
+        if getattr(req, k) is not None: body[k] = getattr(req, k)
+    return body
+
+# %% ../nbs/00_protocol.ipynb #5fce6a34
+def _from_logprobs(lp:dict|None) -> list[TokenLogprob]|None:
+    if not lp or lp.get('content') is None: return None
+    return [TokenLogprob(t['token'], t['logprob'], t.get('bytes'), [(x['token'], x['logprob']) for x in t.get('top_logprobs') or []])
+            for t in lp['content']]
+
+def from_stream_chunk(d:dict) -> list[Chunk]:
+    "The typed chunks of one `chat.completion.chunk`: the inverse of `to_stream_chunk`."
+    out = []
+    for ch in d.get('choices') or []:
+        i, delta = ch.get('index', 0), ch.get('delta') or {}
+        if delta.get('content') is not None or ch.get('logprobs'):
+            out.append(TextDelta(delta.get('content') or '', i, _from_logprobs(ch.get('logprobs'))))
+        block = (delta.get('thinking_blocks') or [{}])[0]
+        if delta.get('reasoning_content') is not None or block:
+            out.append(ReasoningDelta(delta.get('reasoning_content') or block.get('thinking') or '', i, block.get('signature'), block.get('data')))
+        for tc in delta.get('tool_calls') or []:
+            fn = tc.get('function') or {}
+            out.append(ToolCallDelta(tc.get('index', 0), i, tc.get('id'), fn.get('name'), fn.get('arguments') or ''))
+        if ch.get('finish_reason'): out.append(Finish(ch['finish_reason'], i))
+    if u := d.get('usage'): out.append(Usage(u['prompt_tokens'], u['completion_tokens']))
+    return out
+
 # %% ../nbs/00_protocol.ipynb #5301b909
 def to_model_card(m:ModelInfo) -> dict:
     "A `/v1/models` entry."
@@ -502,3 +554,10 @@ class VllmLoad(BaseModel):
 class VllmUnload(BaseModel):
     "Body of vLLM's `POST /v1/unload_lora_adapter`."
     lora_name: str = Field(min_length=1)
+
+# %% ../nbs/00_protocol.ipynb #b8a5de72
+class RegisterPeer(BaseModel):
+    "Body of `POST /v1/peers`."
+    id: str = Field(min_length=1, max_length=128, pattern=r'^[A-Za-z0-9._:-]+$')
+    url: str = Field(max_length=2048, pattern=r'^https?://[^\s/?#]+(/[^\s?#]*)?$')
+    token: str|None = Field(None, repr=False)

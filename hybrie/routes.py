@@ -11,14 +11,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import StreamingResponse
-from prometheus_client import Counter, Gauge, Histogram
-from .metrics import metric
 from .protocol import HybrieError, invalid_request
 
 # %% auto #0
-__all__ = ['log', 'T', 'REQUESTS_RUNNING', 'REQUESTS', 'LATENCY', 'TOKENS', 'error_response', 'install_error_handlers',
-           'read_json', 'read_body', 'runtime_of', 'openapi_body', 'sse_event', 'ScopedStream', 'sse_named',
-           'RequestMeter', 'stream_failure', 'ApiKeys']
+__all__ = ['log', 'T', 'error_response', 'install_error_handlers', 'read_json', 'read_body', 'runtime_of', 'openapi_body',
+           'sse_event', 'ScopedStream', 'sse_named', 'stream_failure', 'ApiKeys']
 
 # %% ../nbs/40_routes.ipynb #1c615391
 log = logging.getLogger('hybrie.routes')
@@ -109,29 +106,7 @@ def sse_named(event:str, data:dict) -> bytes:
     return b'event: ' + event.encode() + b'\ndata: ' + json.dumps(data).encode() + b'\n\n'
 
 # %% ../nbs/40_routes.ipynb #b394d7fa
-REQUESTS_RUNNING = metric(Gauge, 'hybrie_requests_running', 'Requests being served now', ['endpoint'])
-REQUESTS = metric(Counter, 'hybrie_requests', 'Requests served, by endpoint and status', ['endpoint', 'status'])
-LATENCY = metric(Histogram, 'hybrie_request_latency_seconds', 'Time from request to last byte', ['endpoint'],
-                 buckets=(.005,.01,.025,.05,.1,.25,.5,1,2.5,5,10,30,60,120))
-TOKENS = metric(Counter, 'hybrie_tokens', 'Tokens processed', ['kind'])  # kind: prompt | generated
-
-class RequestMeter:
-    "Counts one request of `endpoint` in the metrics while open."
-    def __init__(self, endpoint:str): self.endpoint, self.t0, self.status = endpoint, time.perf_counter(), 200
-    def __enter__(self):
-        REQUESTS_RUNNING.labels(self.endpoint).inc()
-        return self
-    def failed(self, e:BaseException):
-        "Record the status an error gives this request (a stream that ends with an error event)."
-        if isinstance(e, HybrieError): self.status = e.status
-        elif not isinstance(e, (asyncio.CancelledError, GeneratorExit)): self.status = 500
-    def __exit__(self, typ, e, tb):
-        if e is not None: self.failed(e)
-        REQUESTS_RUNNING.labels(self.endpoint).dec()
-        REQUESTS.labels(self.endpoint, str(self.status)).inc()
-        LATENCY.labels(self.endpoint).observe(time.perf_counter()-self.t0)
-    def tokens(self, prompt:int, generated:int):
-        TOKENS.labels('prompt').inc(prompt); TOKENS.labels('generated').inc(generated)
+from .serving import REQUESTS_RUNNING, REQUESTS, LATENCY, TOKENS, RequestMeter  # the request metrics, shared with gRPC
 
 # %% ../nbs/40_routes.ipynb #4f412dc9
 def stream_failure(meter:RequestMeter, e:Exception, what:str) -> HybrieError:

@@ -12,8 +12,10 @@ import hybrie
 from .config import Settings
 from .runtime import Runtime, build_runtime
 from .routes import ApiKeys, install_error_handlers
-from . import api_chat, api_models, api_embeddings, api_audio, api_adapters
+from . import api_chat, api_models, api_embeddings, api_audio, api_adapters, api_realtime, api_peers
 from . import api_responses, api_completions, api_messages
+from .grpc_server import start_grpc
+
 
 # %% auto #0
 __all__ = ['log', 'KEY_ERROR_SHAPES', 'ROUTES', 'make_app', 'serve']
@@ -21,14 +23,21 @@ __all__ = ['log', 'KEY_ERROR_SHAPES', 'ROUTES', 'make_app', 'serve']
 # %% ../nbs/49_server.ipynb #c9869c87
 log = logging.getLogger('hybrie.server')
 KEY_ERROR_SHAPES = {'/v1/messages': api_messages.error_shape}  # APIs whose 401 is not OpenAI's envelope
-ROUTES = (api_chat, api_models, api_embeddings, api_audio, api_adapters, api_responses, api_completions, api_messages)
+ROUTES = (api_chat, api_models, api_embeddings, api_audio, api_adapters, api_realtime, api_peers, api_responses, api_completions, api_messages)
 
-def make_app(rt:Runtime) -> FastAPI:
-    "The HTTP app serving runtime `rt`; closing the app closes the runtime."
+def make_app(rt:Runtime, # The runtime to serve
+             grpc:bool=False) -> FastAPI: # Also serve gRPC (`rt.settings.grpc`) for as long as the app runs
+    "The HTTP app serving runtime `rt`; starting it starts the runtime's background work, closing it closes the runtime."
     @contextlib.asynccontextmanager
     async def lifespan(app):
-        try: yield
-        finally: await rt.aclose()
+        g = None
+        try:
+            await rt.start()
+            if grpc: app.state.grpc = g = await start_grpc(rt, rt.settings.grpc, rt.settings.server.host)
+            yield
+        finally:
+            if g is not None: await g.stop()
+            await rt.aclose()
     app = FastAPI(title='HybrIE', version=hybrie.__version__, lifespan=lifespan)
     app.state.runtime = rt
     install_error_handlers(app)
@@ -43,9 +52,9 @@ def make_app(rt:Runtime) -> FastAPI:
 def serve(s:Settings, # Everything the runtime is told (the CLI's flags already applied)
           local:bool=True, # Load the local chat model (False: a cloud-only gateway)
           log_level:str='info'):
-    "Build the runtime and serve it over HTTP until interrupted."
+    "Build the runtime and serve it over HTTP and gRPC (in one process, on one event loop) until interrupted."
     import uvicorn
     if not local and s.cloud.execution_mode is None: s.cloud.execution_mode = 'cloud'
     rt = build_runtime(s, local)
     log.info('serving on http://%s:%d/v1 (API docs at /docs)', s.server.host, s.server.port)
-    uvicorn.run(make_app(rt), host=s.server.host, port=s.server.port, log_level=log_level, access_log=log_level == 'debug')
+    uvicorn.run(make_app(rt, grpc=True), host=s.server.host, port=s.server.port, log_level=log_level, access_log=log_level == 'debug')

@@ -6,6 +6,7 @@
 from __future__ import annotations
 import json, re, uuid
 from dataclasses import dataclass, field
+from fastcore.basics import patch
 from .protocol import HybrieError, ToolCallDelta, TextDelta, invalid_request
 from .structured import json_rule
 
@@ -32,9 +33,11 @@ class ToolFormat:
         return f'{self.open}{self.head}{name}{self.mid}{arguments}{self.tail}{self.close}'
 
 HERMES = ToolFormat('hermes')
-TOOL_FORMATS = {'qwen3': HERMES, 'generic': HERMES}
+TOOL_FORMATS = {'hermes': HERMES}  # format name -> format; other modules add theirs (`tools_xml`)
 
-def tool_format(family:str) -> ToolFormat: return TOOL_FORMATS.get(family, HERMES)
+def tool_format(name:str): 
+    "The tool format called `name` (a family's `tool_format`); Hermes for a name no module registered."
+    return TOOL_FORMATS.get(name, HERMES)
 
 # %% ../nbs/17_tools.ipynb #08166797
 _NAME = re.compile(r'^[a-zA-Z0-9_-]{1,64}$')
@@ -112,6 +115,11 @@ def tool_grammar(spec:ToolSpec, fmt:ToolFormat=HERMES, answer_schema:dict|None=N
     else: rules.append(f'answer: {_lit(fmt.open)} call_body{more}')
     return rules
 
+@patch
+def grammar(self:ToolFormat, spec:ToolSpec, answer_schema:dict|None=None) -> list[str]:
+    "This format's rules for `spec` (`tool_grammar`)."
+    return tool_grammar(spec, self, answer_schema)
+
 # %% ../nbs/17_tools.ipynb #ab93c638
 def _held(text:str, marker:str) -> int:
     "How many characters at the end of `text` could begin `marker`."
@@ -167,13 +175,16 @@ class ToolCallParser:
     def flush(self) -> list:
         "What is held back, at the end of the answer (an unfinished call's remains are dropped)."
         if self.state == 'text': return self._as_text()
-        if self.state == 'args' and self.buf:
-            t, self.buf = self.buf, ''
-            k = _held(t, self.fmt.tail + self.fmt.close)
-            if k > 1: t = t[:-k]  # the start of the call's tail (past its first character, which may close the arguments): markup
+        if self.state == 'args':  # a call cut short keeps its text, but not the start of the tail it had begun
+            t, self.buf = self.buf[:len(self.buf) - _held(self.buf, self.fmt.tail + self.fmt.close)], ''
             return [ToolCallDelta(self.calls, self.index, None, None, t)] if t else []
         self.buf = ''
         return []
+
+@patch
+def parser(self:ToolFormat, index:int=0, spec:ToolSpec|None=None) -> ToolCallParser:
+    "A parser for one choice's text in this format."
+    return ToolCallParser(self, index)
 
 # %% ../nbs/17_tools.ipynb #75f8a427
 DEFAULT_TOOL_PROMPT = """# Tools
@@ -190,11 +201,28 @@ For each function call, return a json object with function name and arguments wi
 
 def _args_text(a) -> str: return a if isinstance(a, str) else json.dumps(a)
 
+@patch
+def example(self:ToolFormat) -> str:
+    "How a call looks, for the default tool prompt."
+    return self.call_text('<function-name>', '<args-json-object>')
+
+def _args_value(a):
+    "Arguments as a template that renders them itself wants them: a mapping, when the JSON text is one."
+    if not isinstance(a, str): return a
+    try: v = json.loads(a)
+    except json.JSONDecodeError: return a
+    return v if isinstance(v, dict) else a
+
+def _native_calls(m:dict) -> dict:
+    if m['role'] != 'assistant' or not m.get('tool_calls'): return m
+    return {**m, 'tool_calls': [{**c, 'function': {**c['function'], 'arguments': _args_value(c['function'].get('arguments', '{}'))}}
+                                for c in m['tool_calls']]}
+
 def render_tools(messages:list[dict], spec:ToolSpec|None, fmt:ToolFormat, template:str|None) -> tuple[list[dict], dict]:
     "Messages and chat-template variables for a request with `spec`'s tools (and earlier tool turns)."
     native = bool(template) and 'tools' in template
     offered = spec.active if spec else False
-    if native: return messages, ({'tools': [f.as_tool() for f in spec.functions]} if offered else {})
+    if native: return [_native_calls(m) for m in messages], ({'tools': [f.as_tool() for f in spec.functions]} if offered else {})
     out = []
     for m in messages:
         if m['role'] == 'assistant' and m.get('tool_calls'):
@@ -208,7 +236,7 @@ def render_tools(messages:list[dict], spec:ToolSpec|None, fmt:ToolFormat, templa
     out = [{k: v for k, v in m.items() if k != '_tool'} for m in out]
     if offered:
         prompt = DEFAULT_TOOL_PROMPT.format(tools='\n'.join(json.dumps(f.as_tool()) for f in spec.functions), open=fmt.open, close=fmt.close,
-                                            example=fmt.call_text('<function-name>', '<args-json-object>'))
+                                            example=fmt.example())
         if out and out[0]['role'] in ('system', 'developer'): out[0] = {**out[0], 'content': f'{out[0]["content"]}\n\n{prompt}'}
         else: out.insert(0, {'role': 'system', 'content': prompt})
     return out, {}

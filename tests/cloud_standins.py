@@ -7,6 +7,7 @@ One Starlette app serves all four under path prefixes, so a test points the runt
 - Anthropic: POST /anthropic/v1/messages                 (JSON, or the Messages SSE event sequence), /v1/messages/count_tokens
 - Gemini:    POST /gemini/{version}/models/{m}:generateContent and :streamGenerateContent?alt=sse (google-genai 3.x sends v1)
 - Mistral:   POST /mistral/v1/chat/completions           (JSON, or SSE `data:` chunks + `[DONE]`)
+- POST /openai/v1/embeddings, /mistral/v1/embeddings: a 3-dimensional vector per input (3 tokens an input)
 - GET /img/a.png: a tiny PNG, for remote image fetching.
 
 What a stand-in does is chosen by a directive in the last user message's text:
@@ -140,6 +141,8 @@ class StandIns:
             Route('/anthropic/v1/messages', self.anthropic, methods=['POST']),
             Route('/anthropic/v1/messages/count_tokens', self.anthropic_count, methods=['POST']),
             Route('/gemini/{version}/models/{rest:path}', self.gemini, methods=['POST']),
+            Route('/openai/v1/embeddings', self.embeddings('openai'), methods=['POST']),
+            Route('/mistral/v1/embeddings', self.embeddings('mistral'), methods=['POST']),
             Route('/img/a.png', lambda r: Response(PNG, media_type='image/png')),
             Route('/img/page', lambda r: Response('<h1>no</h1>', media_type='text/html')),
         ])
@@ -159,6 +162,18 @@ class StandIns:
             if f'@{status}' in text: return body, text, _error(provider, status)
         if '@slow' in text: await asyncio.sleep(3)
         return body, text, None
+
+    # --- OpenAI and Mistral: embeddings (a 3-dimensional vector per input, 3 tokens an input) ---
+    def embeddings(self, provider):
+        async def handler(request: Request):
+            body = json.loads(await request.body())
+            self.requests.append((provider, request.url.path, dict(request.headers), body))
+            inputs = body.get('input', body.get('inputs'))
+            inputs = [inputs] if isinstance(inputs, str) else inputs
+            data = [{'object': 'embedding', 'index': i, 'embedding': [0.25, 0.5, float(i)]} for i in range(len(inputs))]
+            return JSONResponse({'id': 'emb-standin', 'object': 'list', 'data': data, 'model': body['model'],
+                                 'usage': {'prompt_tokens': 3 * len(inputs), 'total_tokens': 3 * len(inputs)}})
+        return handler
 
     # --- OpenAI and Mistral: chat completions ---
     def openai_like(self, provider):

@@ -5,7 +5,8 @@ import httpx, pytest
 
 HYBRIE = str(Path(sys.executable).parent/'hybrie')
 BASE_ENV = {'HF_HUB_OFFLINE': '1', 'TRANSFORMERS_OFFLINE': '1', 'TOKENIZERS_PARALLELISM': 'false',
-            'HYBRIE_CONFIG': '/nonexistent/hybrie.toml', 'PYTHONUNBUFFERED': '1'}
+            'HYBRIE_CONFIG': '/nonexistent/hybrie.toml', 'PYTHONUNBUFFERED': '1',
+            'HYBRIE_GRPC_PORT': '0'}  # no gRPC unless a test asks (`--grpc-port N`): servers side by side would all want 9090
 
 
 def free_port() -> int:
@@ -68,3 +69,22 @@ def aclient(server):
     "An async client (per test: an async client belongs to one event loop)."
     from openai import AsyncOpenAI
     return AsyncOpenAI(base_url=server.url, api_key='unused', max_retries=0)
+
+
+@pytest.fixture(scope='session')
+def tiny_adapter(tmp_path_factory) -> str:
+    "A real LoRA adapter folder for the bundled model, trained for two steps: enough to be loaded and named, not to change much."
+    from hybrie.config import Catalog
+    from hybrie.loader import load_model
+    from hybrie.adapters import train_lora
+    lm = load_model(Catalog().resolve('smollm2-135m-instruct'), 'cpu')
+    return str(train_lora(lm, tmp_path_factory.mktemp('tiny-adapter')/'tiny', 'Who are you?', 'A tiny adapter.', steps=2))
+
+
+def wait_for(cond, timeout=60, every=0.1, what='the condition'):
+    "Poll `cond()` until it returns something truthy; fail after `timeout` seconds."
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if v := cond(): return v
+        time.sleep(every)
+    raise AssertionError(f'{what} did not hold within {timeout}s')

@@ -1,60 +1,19 @@
 """Qwen3 behaviour end to end: the real Qwen3 chat template and architecture, thinking on and off, reasoning split.
 
-No Qwen3 weights can be downloaded here, so the test builds a tiny Qwen3ForCausalLM whose weights are set by hand
-to follow a fixed chain of tokens: attention and MLP outputs are zero, so each position's hidden state is its own
-token's embedding, and the LM head maps the embedding of each token of the chain to the next one. After the
-generation prompt (`...assistant\\n`) the model says `<think>Hmm</think>Paris<|im_end|>`; with thinking off the
-template itself closes an empty think block (`...</think>\\n\\n`), after which the model says `Paris<|im_end|>`.
-The tokenizer also has Qwen's fill-in-the-middle tokens, and after `<|fim_middle|>` the model says `Paris` too.
+The model is `tiny_qwen3.chain_qwen3`: weights set by hand so that after the generation prompt it says
+`<think>Hmm</think>Paris<|im_end|>`, and with thinking off (the template closes an empty think block) `Paris<|im_end|>`.
+Its tokenizer also has Qwen's fill-in-the-middle tokens, and after `<|fim_middle|>` the model says `Paris` too.
 
 The same model answers through the Responses, Messages and legacy completions APIs (reasoning items, thinking
 blocks, raw prompts and fill-in-the-middle), with the official `openai` and `anthropic` SDKs.
 """
-from pathlib import Path
-import anthropic, pytest, torch
+import anthropic, pytest
 from conftest import start_server
-
-FIXTURES = Path(__file__).parent/'fixtures'
+from tiny_qwen3 import chain_qwen3
 
 
 @pytest.fixture(scope='module')
-def tiny_qwen3(tmp_path_factory):
-    from transformers import AutoTokenizer, Qwen3Config, Qwen3ForCausalLM, GenerationConfig
-    from hybrie.config import Catalog
-    res = Catalog().resolve('smollm2-135m-instruct')
-    tok = AutoTokenizer.from_pretrained(res.path, gguf_file=res.gguf_file)  # a byte-level BPE with ChatML tokens
-    tok.add_tokens(['<think>', '</think>'])
-    tok.add_special_tokens({'additional_special_tokens': ['<|fim_prefix|>', '<|fim_suffix|>', '<|fim_middle|>']})
-    tok.chat_template = (FIXTURES/'qwen3_chat_template.jinja').read_text()
-    ids = lambda s: tok.encode(s, add_special_tokens=False)
-    nl, nlnl = ids('\n'), ids('\n\n')
-    assert len(nl) == 1 and len(nlnl) == 1
-    chain = [nl[0], *ids('<think>'), *ids('Hmm'), *ids('</think>'), *ids('Paris'), tok.convert_tokens_to_ids('<|im_end|>')]
-    H = 64
-    cfg = Qwen3Config(vocab_size=len(tok), hidden_size=H, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=2, head_dim=16, max_position_embeddings=2048, tie_word_embeddings=False,
-                      eos_token_id=chain[-1], bos_token_id=None, pad_token_id=chain[-1])
-    torch.manual_seed(0)
-    m = Qwen3ForCausalLM(cfg)
-    with torch.no_grad():
-        for name, p in m.named_parameters():
-            if name.endswith(('o_proj.weight', 'down_proj.weight')): p.zero_()
-        emb, head = m.model.embed_tokens.weight, m.lm_head.weight
-        emb.zero_(); emb[:, H - 1] = 1.0  # every other token: a neutral direction
-        head.zero_()
-        for i, t in enumerate(chain[:-1]):
-            emb[t].zero_(); emb[t, i] = 1.0
-            head[chain[i + 1], i] = 10.0
-        emb[nlnl[0]].zero_(); emb[nlnl[0], len(chain)] = 1.0          # after the template's empty think block
-        head[ids('Paris')[0], len(chain)] = 10.0
-        mid = tok.convert_tokens_to_ids('<|fim_middle|>')                # fill-in-the-middle: the middle is Paris
-        emb[mid].zero_(); emb[mid, len(chain) + 1] = 1.0
-        head[ids('Paris')[0], len(chain) + 1] = 10.0
-        head[chain[-1], H - 1] = 10.0                                  # anything else: end the answer
-    d = tmp_path_factory.mktemp('tiny-qwen3')
-    m.save_pretrained(d); tok.save_pretrained(d)
-    GenerationConfig(eos_token_id=chain[-1], pad_token_id=chain[-1]).save_pretrained(d)
-    return d
+def tiny_qwen3(tmp_path_factory): return chain_qwen3(tmp_path_factory.mktemp('tiny-qwen3'), fim=True)
 
 
 @pytest.fixture(scope='module')
@@ -157,3 +116,4 @@ def test_completions_fill_in_the_middle(qwen):
     r = c.completions.create(model=model, prompt='def capital(', suffix='):\n    pass', temperature=0, max_tokens=10)
     assert r.choices[0].text == 'Paris'
     assert c.completions.create(model=model, prompt='def capital(', temperature=0, max_tokens=10).choices[0].text == ''  # no suffix: no FIM layout
+
