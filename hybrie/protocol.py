@@ -285,8 +285,9 @@ def from_chat_request(r:ChatCompletionRequest, headers:dict|None=None) -> ChatRe
 # %% ../nbs/00_protocol.ipynb #5ff37d99
 GRPC_ADAPTER_KEY, HEADER_FORWARDED, HEADER_PEER_TOKEN = 'hybrie.adapter_id', 'x-hybrie-forwarded-by', 'x-hybrie-peer-token'
 
-def routing_hints(h:dict) -> RoutingHints:
-    "The routing hints in lower-cased headers or gRPC metadata `h`."
+def routing_hints(headers:dict|None) -> RoutingHints:
+    "The routing hints in a request's headers or gRPC metadata (any API, any transport)."
+    h = {k.lower(): v for k, v in (headers or {}).items()}
     return RoutingHints(h.get(HEADER_ADAPTER) or h.get(GRPC_ADAPTER_KEY) or None, h.get(HEADER_MODE) or None,
                         h.get(HEADER_PROVIDER) or None, h.get(HEADER_PEER) or None, h.get(HEADER_FORWARDED) or None)
 
@@ -306,10 +307,6 @@ class PromptEcho:
     index: int = 0
     logprobs: list[TokenLogprob]|None = None  # one per prompt token; the first token's `logprob` is None
 
-def routing_hints(headers:dict|None) -> RoutingHints:
-    "The `x-hybrie-*` routing headers of a request (any API, any transport)."
-    h = {k.lower():v for k,v in (headers or {}).items()}
-    return RoutingHints(h.get(HEADER_ADAPTER) or None, h.get(HEADER_MODE) or None, h.get(HEADER_PROVIDER) or None, h.get(HEADER_PEER) or None)
 
 # %% ../nbs/00_protocol.ipynb #4ff23779
 def renamed(e:HybrieError, names:list[tuple[str,str]]) -> HybrieError:

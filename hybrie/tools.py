@@ -121,6 +121,10 @@ def grammar(self:ToolFormat, spec:ToolSpec, answer_schema:dict|None=None) -> lis
     return tool_grammar(spec, self, answer_schema)
 
 # %% ../nbs/17_tools.ipynb #ab93c638
+def _parses(text:str) -> bool:
+    try: json.loads(text); return True
+    except ValueError: return False
+
 def _held(text:str, marker:str) -> int:
     "How many characters at the end of `text` could begin `marker`."
     for k in range(min(len(marker) - 1, len(text)), 0, -1):
@@ -131,7 +135,7 @@ class ToolCallParser:
     "Splits one choice's streamed text into content and tool-call deltas."
     def __init__(self, fmt:ToolFormat=HERMES, index:int=0):
         self.fmt, self.index = fmt, index
-        self.buf, self.state, self.calls = '', 'text', 0
+        self.buf, self.state, self.calls, self.args = '', 'text', 0, ''
 
     def feed(self, text:str) -> list:
         self.buf += text
@@ -153,12 +157,13 @@ class ToolCallParser:
                 if not self.buf.startswith(f.head) or j < 0: return out
                 name = self.buf[len(f.head):j]
                 out.append(ToolCallDelta(self.calls, self.index, 'call_' + uuid.uuid4().hex[:24], name, ''))
+                self.args = ''
                 self.buf, self.state = self.buf[j + len(f.mid):], 'args'
             elif self.state == 'args':
                 end = f.tail + f.close
                 i = self.buf.find(end)
                 piece = self.buf[:i] if i >= 0 else self.buf[:max(0, len(self.buf) - len(end) + 1)]
-                if piece: out.append(ToolCallDelta(self.calls, self.index, None, None, piece))
+                if piece: out.append(ToolCallDelta(self.calls, self.index, None, None, piece)); self.args += piece
                 if i < 0: self.buf = self.buf[len(piece):]; return out
                 self.buf, self.state, self.calls = self.buf[i + len(end):], 'after', self.calls + 1
             else:  # after a call: another one, or the end
@@ -176,7 +181,9 @@ class ToolCallParser:
         "What is held back, at the end of the answer (an unfinished call's remains are dropped)."
         if self.state == 'text': return self._as_text()
         if self.state == 'args':  # a call cut short keeps its text, but not the start of the tail it had begun
-            t, self.buf = self.buf[:len(self.buf) - _held(self.buf, self.fmt.tail + self.fmt.close)], ''
+            k = _held(self.buf, self.fmt.tail + self.fmt.close)
+            if k == 1 and not _parses(self.args + self.buf[:-1]): k = 0  # a lone `}` may close the arguments themselves
+            t, self.buf = self.buf[:len(self.buf) - k], ''
             return [ToolCallDelta(self.calls, self.index, None, None, t)] if t else []
         self.buf = ''
         return []
