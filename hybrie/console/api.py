@@ -19,12 +19,14 @@ from .credentials import Vault, master_key, create_credential, list_credentials,
 from .routing import AccountRoutes, EngineCache, ManagedPool, RouteTable, account_models
 from .metering import PriceBook, UsageWriter, usage_report, usage_page, csv_lines
 from .proxy import CHAT, EMBEDDINGS, InferenceProxy
+from .proxy_apis import RESPONSES, COMPLETIONS, MESSAGES
+from ..api_messages import AnthropicRoute
 
 # %% auto #0
 __all__ = ['log', 'router', 'Console', 'build_console', 'console_of', 'check_admin', 'account_of', 'post_account', 'post_key',
            'get_keys', 'delete_key', 'post_credential', 'get_credentials', 'remove_credential', 'get_models',
-           'get_model', 'chat_completions', 'embeddings', 'get_usage', 'get_usage_csv', 'health', 'make_console_app',
-           'app_from_env', 'serve_console']
+           'get_model', 'chat_completions', 'embeddings', 'responses', 'completions', 'messages', 'get_usage',
+           'get_usage_csv', 'health', 'make_console_app', 'app_from_env', 'serve_console']
 
 # %% ../../nbs/66_console_api.ipynb #fb5cb3ff
 log = logging.getLogger('hybrie.console')
@@ -130,6 +132,23 @@ async def chat_completions(request:Request):
 async def embeddings(request:Request):
     "OpenAI `POST /embeddings`, routed BYOK or Managed, metered."
     return await console_of(request).proxy.handle(request, EMBEDDINGS)
+
+# %% ../../nbs/66_console_api.ipynb #b7a1c3e1
+@router.post('/api/v1/inference/responses')
+async def responses(request:Request):
+    "OpenAI `POST /responses`, routed BYOK or Managed, metered."
+    return await console_of(request).proxy.handle(request, RESPONSES)
+
+@router.post('/api/v1/inference/completions')
+async def completions(request:Request):
+    "OpenAI's legacy `POST /completions`, routed BYOK or Managed, metered."
+    return await console_of(request).proxy.handle(request, COMPLETIONS)
+
+async def messages(request:Request):
+    "Anthropic `POST /messages`, routed BYOK or Managed, metered; errors in Anthropic's shape."
+    return await console_of(request).proxy.handle(request, MESSAGES)
+for path in ('/api/v1/inference/messages', '/api/v1/inference/v1/messages'):  # the second: what the anthropic SDK calls (it adds `/v1/messages`)
+    router.add_api_route(path, messages, methods=['POST'], route_class_override=AnthropicRoute)
 
 # %% ../../nbs/66_console_api.ipynb #570ea1e2
 @router.get('/api/v1/usage')

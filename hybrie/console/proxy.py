@@ -49,6 +49,8 @@ class Endpoint:
                 (u.get('completion_tokens_details') or {}).get('reasoning_tokens') or 0)
     def event(self, ev:bytes, meter:Meter, wants_usage:bool) -> bool: return True  # meter one SSE event; False: do not relay it
     async def byok(self, proxy:InferenceProxy, engine, wire, request:Request, meter:Meter) -> Response: raise NotImplementedError
+    def key(self, request:Request) -> str: return bearer_key(request.headers.get('authorization'))  # the `hyb_*` key, or a 401
+    def error_event(self, e:HybrieError) -> bytes: return sse_event(e.body())  # the event that ends a broken stream
 
 # %% ../../nbs/65_console_proxy.ipynb #92fdc063
 _USAGE_MARKS, _EMPTY_DELTAS = (b'"usage":{', b'"usage": {'), (b'"delta":{}', b'"delta": {}')
@@ -173,7 +175,7 @@ class InferenceProxy:
 @patch
 async def handle(self:InferenceProxy, request:Request, ep:Endpoint) -> Response:
     "Serve one inference request of endpoint `ep`: the one path every endpoint takes."
-    key = bearer_key(request.headers.get('authorization'))
+    key = ep.key(request)
     body = await read_json(request)
     wire = ep.parse(body)
     meter = Meter('', '', ep.name, wire.model, '', ep.streams and bool(body.get('stream')), prompt_chars=ep.prompt_chars(wire))
@@ -261,7 +263,7 @@ async def relay(self:InferenceProxy, ep:Endpoint, r, it, first:bytes, rt, meter:
         err = HybrieError('The Managed Inference runtime stopped in the middle of the answer.', 502, 'api_error', None, 'upstream_unavailable')
         self.writer.finish(meter, 'error', 502, err.code)
         log.warning('managed runtime %s broke off a stream: %s', rt.url, e)
-        yield sse_event(err.body())
+        yield ep.error_event(err)
     finally:
         rt.inflight -= 1
         if not ended: self.writer.finish(meter, 'cancelled')
