@@ -14,11 +14,12 @@ from . import serving
 from .config import GrpcSettings
 from .protocol import HybrieError, LoadAdapter, parse_model
 from .protocol_embeddings import parse_embedding_request
+from .routes import key_accepted
 from .v1 import inference_pb2 as pb, inference_pb2_grpc as pb_grpc
 
 # %% auto #0
 __all__ = ['log', 'SERVICE', 'STATUS_CODES', 'to_body', 'to_message', 'status_code', 'abort', 'unary', 'streaming', 'metadata',
-           'InferenceService', 'interceptors', 'GrpcServer', 'start_grpc']
+           'InferenceService', 'ApiKeyInterceptor', 'interceptors', 'GrpcServer', 'start_grpc']
 
 # %% ../nbs/48_grpc_server.ipynb #f4e35520
 log = logging.getLogger('hybrie.grpc')
@@ -143,9 +144,24 @@ class InferenceService(pb_grpc.InferenceServicer):
     async def ListAdapters(self, request, context): return to_message(serving.list_adapters(self.rt), pb.AdapterList)
 
 # %% ../nbs/48_grpc_server.ipynb #e739adc2
+class ApiKeyInterceptor(grpc.aio.ServerInterceptor):
+    "Refuses `hybrie.v1.Inference` calls without one of the server's API keys (`authorization: Bearer` or `x-api-key` metadata), as HTTP does."
+    def __init__(self, keys:list[str], peer_secret:str|None=None): self.keys, self.peer_secret = keys, peer_secret
+
+    async def intercept_service(self, continuation, details):
+        handler = await continuation(details)
+        md = {k: v for k, v in (details.invocation_metadata or ()) if isinstance(v, str)}
+        if handler is None or not details.method.startswith(f'/{SERVICE}/') or key_accepted(md.get, self.keys, self.peer_secret): return handler
+        async def deny(request, context):  # health and reflection stay open; the key is never logged
+            await abort(context, HybrieError('Missing or incorrect API key: send `authorization: Bearer <key>` (or `x-api-key`) metadata.',
+                                             401, 'invalid_request_error', None, 'invalid_api_key'))
+        make = grpc.unary_stream_rpc_method_handler if handler.response_streaming else grpc.unary_unary_rpc_method_handler
+        return make(deny, request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer)
+
 def interceptors(rt) -> list[grpc.aio.ServerInterceptor]:
-    "The interceptors every gRPC call passes through, in order."
-    return []
+    "The interceptors every gRPC call passes through, in order: the API key check when the server has keys."
+    s = rt.settings
+    return [ApiKeyInterceptor(s.server.api_keys, s.peers.secret)] if s.server.api_keys else []
 
 class GrpcServer:
     "A started gRPC server: its bound `port`, and `stop()`."

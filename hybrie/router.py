@@ -198,6 +198,10 @@ def _peers_for(self:ChatRouter, req:ChatRequest) -> list[PeerEngine]:
     "The peers to try for `req`, in order (none: it runs here or in the cloud)."
     r, peers = req.routing, self.peers
     me = peers.id if peers else None
+    if req.prompt is not None:  # a raw prompt (legacy completions) has no chat wire to travel to a peer on
+        if r.preferred_peer_id and r.preferred_peer_id != me:
+            raise invalid_request('A raw `prompt` (legacy completions) cannot be forwarded to a compute peer: peers take chat messages.', HEADER_PEER)
+        return []
     strict = (r.execution_mode or self.settings.execution_mode or '').strip().lower() == 'local'  # asked for, not auto
     if r.forwarded_by:
         if r.preferred_peer_id and r.preferred_peer_id != me: raise peer_loop(r.forwarded_by, r.preferred_peer_id)

@@ -15,7 +15,7 @@ from .protocol import HybrieError, invalid_request
 
 # %% auto #0
 __all__ = ['log', 'T', 'error_response', 'install_error_handlers', 'read_json', 'read_body', 'runtime_of', 'openapi_body',
-           'sse_event', 'ScopedStream', 'sse_named', 'stream_failure', 'ApiKeys']
+           'sse_event', 'ScopedStream', 'sse_named', 'stream_failure', 'key_accepted', 'ApiKeys']
 
 # %% ../nbs/40_routes.ipynb #1c615391
 log = logging.getLogger('hybrie.routes')
@@ -118,24 +118,35 @@ def stream_failure(meter:RequestMeter, e:Exception, what:str) -> HybrieError:
 
 # %% ../nbs/40_routes.ipynb #2c54b313
 import hmac
+from starlette.websockets import WebSocketClose
+from .protocol import HEADER_PEER_TOKEN
+
+def key_accepted(header:Callable[[str], str|None], # A request's header (or gRPC metadata) by its lower-case name
+                 keys:list[str], # The keys accepted
+                 peer_secret:str|None=None) -> bool: # The compute peers' shared secret, accepted as `x-hybrie-peer-token`
+    "Whether a request carries one of `keys` (`Authorization: Bearer` or `x-api-key`) or the peers' secret; compared in constant time."
+    auth = header('authorization') or ''
+    given = auth[7:].strip() if auth[:7].lower() == 'bearer ' else (header('x-api-key') or '').strip()
+    ok = bool(given) & any([hmac.compare_digest(given.encode(), k.encode()) for k in keys])
+    if peer_secret and (token := header(HEADER_PEER_TOKEN)): ok |= hmac.compare_digest(token.encode(), peer_secret.encode())
+    return ok
 
 class ApiKeys:
     "ASGI middleware: `/v1/*` answers only requests bearing one of `keys` (`Authorization: Bearer` or `x-api-key`)."
     def __init__(self, app, keys:list[str], # The keys accepted
-                 shapes:dict|None=None): # path prefix -> `f(HybrieError) -> Response` for APIs with their own error shape
-        self.app, self.keys, self.shapes = app, [k.encode() for k in keys], shapes or {}
+                 shapes:dict|None=None, # path prefix -> `f(HybrieError) -> Response` for APIs with their own error shape
+                 peer_secret:str|None=None): # The compute peers' shared secret (a forwarded call carries it)
+        self.app, self.keys, self.shapes, self.peer_secret = app, keys, shapes or {}, peer_secret
 
     def ok(self, headers:list[tuple[bytes, bytes]]) -> bool:
-        "Whether the request's headers carry an accepted key (every key compared, in constant time)."
-        given = b''
-        for k, v in headers:
-            if k == b'authorization' and v[:7].lower() == b'bearer ': given = v[7:].strip()
-            elif k == b'x-api-key' and not given: given = v.strip()
-        return bool(given) & any([hmac.compare_digest(given, k) for k in self.keys])
+        "Whether the request's headers carry an accepted key."
+        h = {k.decode('latin-1'): v.decode('latin-1') for k, v in headers}
+        return key_accepted(h.get, self.keys, self.peer_secret)
 
     async def __call__(self, scope, receive, send):
-        if scope['type'] != 'http' or not scope['path'].startswith('/v1/') or self.ok(scope['headers']):
+        if scope['type'] not in ('http', 'websocket') or not scope['path'].startswith('/v1/') or self.ok(scope['headers']):
             return await self.app(scope, receive, send)
+        if scope['type'] == 'websocket': return await WebSocketClose(1008, 'Missing or incorrect API key.')(scope, receive, send)
         e = HybrieError('Missing or incorrect API key: send `Authorization: Bearer <key>` (or `x-api-key`).', 401, 'invalid_request_error',
                         None, 'invalid_api_key', {'WWW-Authenticate': 'Bearer'})
         shape = next((f for p, f in self.shapes.items() if scope['path'].startswith(p)), error_response)

@@ -42,7 +42,7 @@ def make_app(rt:Runtime, # The runtime to serve
     app.state.runtime = rt
     install_error_handlers(app)
     for m in ROUTES: app.include_router(m.router)
-    if rt.settings.server.api_keys: app.add_middleware(ApiKeys, keys=rt.settings.server.api_keys, shapes=KEY_ERROR_SHAPES)
+    if rt.settings.server.api_keys: app.add_middleware(ApiKeys, keys=rt.settings.server.api_keys, shapes=KEY_ERROR_SHAPES, peer_secret=rt.settings.peers.secret)
 
     @app.get('/metrics')
     async def metrics(): return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

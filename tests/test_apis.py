@@ -319,6 +319,9 @@ def test_routing_headers_in_every_api(client, ac):
     with pytest.raises(openai.NotFoundError) as e: client.responses.create(model=MODEL, input='Hi', extra_headers=h)
     assert e.value.body['param'] == 'x-hybrie-adapter-id'
     with pytest.raises(openai.NotFoundError): client.completions.create(model=MODEL, prompt='Hi', extra_headers=h)
+    with pytest.raises(openai.BadRequestError) as e:  # a raw prompt has no chat wire to go to a compute peer on
+        client.completions.create(model=MODEL, prompt='Hi', max_tokens=2, extra_headers={'x-hybrie-preferred-peer-id': 'gpu-1'})
+    assert e.value.body['param'] == 'x-hybrie-preferred-peer-id'
     with pytest.raises(anthropic.NotFoundError) as e: ac.messages.create(model=MODEL, max_tokens=8, messages=[{'role': 'user', 'content': 'Hi'}], extra_headers=h)
     assert e.value.body['error']['type'] == 'not_found_error'
     local = {'x-hybrie-execution-mode': 'local'}
@@ -346,8 +349,33 @@ def test_metrics_count_each_api(server, client, ac):
 
 
 def test_api_keys():
-    "With `--api-key`, every API needs it: OpenAI's clients as a bearer token, Anthropic's as `x-api-key`; a wrong key is a 401 in each API's shape."
-    with start_server('--api-key', 'sk-local-1', '--api-key', 'sk-local-2') as s:
+    """With `--api-key`, every API needs it: OpenAI's clients as a bearer token, Anthropic's as `x-api-key`; a wrong key is a 401 in each
+    API's shape. gRPC needs it as metadata, the realtime WebSocket in its handshake; a call forwarded by a compute peer passes on the
+    peers' shared secret."""
+    import grpc
+    from conftest import free_port
+    from hybrie.v1 import inference_pb2 as pb, inference_pb2_grpc as pbg
+    gport = free_port()
+    with start_server('--api-key', 'sk-local-1', '--api-key', 'sk-local-2', '--grpc-port', str(gport), '--peer-secret', 'peer-s3cret') as s:
+        with grpc.insecure_channel(f'127.0.0.1:{gport}') as ch:
+            stub = pbg.InferenceStub(ch)
+            with pytest.raises(grpc.RpcError) as e: stub.ListModels(pb.ListModelsRequest())
+            assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED and 'invalid_api_key' in dict(e.value.trailing_metadata())['x-hybrie-error']
+            with pytest.raises(grpc.RpcError) as e: list(stub.ChatCompletionStream(pb.ChatCompletionRequest(model=MODEL), metadata=[('authorization', 'Bearer nope')]))
+            assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            assert MODEL in [m.id for m in stub.ListModels(pb.ListModelsRequest(), metadata=[('authorization', 'Bearer sk-local-1')]).data]
+        forwarded = httpx.post(s.url + '/chat/completions', json={'model': MODEL, 'messages': [{'role': 'user', 'content': 'Hi'}], 'max_tokens': 2},
+                               headers={'x-hybrie-forwarded-by': 'hub', 'x-hybrie-peer-token': 'peer-s3cret'}, timeout=120)
+        assert forwarded.status_code == 200, forwarded.text
+        assert httpx.get(s.url + '/node', headers={'x-hybrie-peer-token': 'wrong'}).status_code == 401
+        from websockets.sync.client import connect
+        from websockets.exceptions import InvalidStatus
+        ws = s.root.replace('http', 'ws') + '/v1/realtime?model=gpt-realtime'
+        with pytest.raises(InvalidStatus) as e: connect(ws, additional_headers={'Authorization': 'Bearer nope'}, open_timeout=60)
+        assert e.value.response.status_code == 403  # refused before the handshake completes
+        with connect(ws, additional_headers={'Authorization': 'Bearer sk-local-2'}, open_timeout=60) as conn:
+            assert json.loads(conn.recv(timeout=60))['type'] == 'session.created'
+
         ok = openai.OpenAI(base_url=s.url, api_key='sk-local-2', max_retries=0)
         assert ok.completions.create(model=MODEL, prompt='Hi', max_tokens=2).choices
         assert ok.responses.create(model=MODEL, input='Hi', max_output_tokens=16).output
