@@ -11,8 +11,8 @@ from fastapi.responses import JSONResponse, Response
 from .protocol import *
 from .protocol_completions import CompletionChoices, CompletionRequest, from_completion_request, parse_completion_request
 from .router import Answer
-from .routes import RequestMeter, ScopedStream, openapi_body, read_body, runtime_of, sse_event, stream_failure
-from .api_chat import TTFT, executed_headers
+from .routes import ScopedStream, openapi_body, read_body, runtime_of, sse_event, stream_failure
+from .serving import RequestMeter, TTFT, executed_headers
 
 # %% auto #0
 __all__ = ['router', 'open_answers', 'merged', 'create_completion', 'completions']

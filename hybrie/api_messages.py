@@ -12,8 +12,8 @@ from .protocol import *
 from .protocol_messages import (MESSAGES_NAMES, MessageBuilder, MessagesRequest, CountTokensRequest, anthropic_error, from_messages_request,
                                       parse_count_tokens_request, parse_messages_request)
 from .router import Answer
-from .routes import RequestMeter, ScopedStream, openapi_body, read_body, runtime_of, sse_named, stream_failure
-from .api_chat import TTFT, executed_headers
+from .routes import ScopedStream, openapi_body, read_body, runtime_of, sse_named, stream_failure
+from .serving import RequestMeter, TTFT, executed_headers
 
 # %% auto #0
 __all__ = ['log', 'router', 'anthropic_response', 'error_shape', 'AnthropicRoute', 'create_message', 'messages', 'count_tokens']

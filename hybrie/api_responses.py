@@ -11,8 +11,8 @@ from .protocol import *
 from .protocol_responses import (RESPONSES_NAMES, ResponseBuilder, ResponsesRequest, conversation, from_responses_request,
                                        input_items, parse_responses_request)
 from .router import Answer
-from .routes import RequestMeter, ScopedStream, openapi_body, read_body, runtime_of, sse_named, stream_failure
-from .api_chat import TTFT, executed_headers
+from .routes import ScopedStream, openapi_body, read_body, runtime_of, sse_named, stream_failure
+from .serving import RequestMeter, TTFT, executed_headers
 
 # %% auto #0
 __all__ = ['router', 'create_response', 'create', 'input_tokens', 'retrieve', 'delete', 'list_input_items', 'cancel']

@@ -117,3 +117,42 @@ def test_completions_fill_in_the_middle(qwen):
     assert r.choices[0].text == 'Paris'
     assert c.completions.create(model=model, prompt='def capital(', temperature=0, max_tokens=10).choices[0].text == ''  # no suffix: no FIM layout
 
+
+# ---------------------------------------------------------------- tools chosen by the model, through the other APIs
+
+CITY = {'type': 'object', 'properties': {'city': {'enum': ['Paris', 'Tokyo', 'Lima']}}, 'required': ['city'], 'additionalProperties': False}
+
+
+@pytest.fixture(scope='module')
+def caller(tmp_path_factory):
+    "A tiny Qwen3 that says `<think>Hmm</think><tool_call>`: it opens a call by itself and the tool grammar takes over from the tag."
+    d = chain_qwen3(tmp_path_factory.mktemp('caller-qwen3'), answer='<tool_call>', extra_tokens=['<tool_call>'])
+    with start_server('--model', str(d), '--dtype', 'float32') as s:
+        yield s, str(d)
+
+
+def test_auto_tool_call_through_responses_and_messages(caller):
+    "With `tool_choice` auto the model reasons, then calls; the Responses and Messages APIs return both in their own shapes, full and streamed."
+    import json, jsonschema
+    from openai import OpenAI
+    s, model = caller
+    oc, ac = OpenAI(base_url=s.url, api_key='x', max_retries=0), anthropic.Anthropic(base_url=s.root, api_key='x', max_retries=0)
+    tools = [{'type': 'function', 'name': 'get_time', 'description': 'Current local time in a city.', 'parameters': CITY}]
+    kw = dict(model=model, input='What time is it in Paris?', tools=tools, temperature=0, max_output_tokens=100)
+    r = oc.responses.create(**kw)
+    assert [o.type for o in r.output] == ['reasoning', 'function_call'] and r.output[0].summary[0].text == 'Hmm'
+    call = r.output[1]
+    assert call.name == 'get_time' and call.call_id and r.output_text == ''
+    jsonschema.validate(json.loads(call.arguments), CITY)
+    events = list(oc.responses.create(stream=True, **kw))
+    assert ''.join(e.delta for e in events if e.type == 'response.function_call_arguments.delta') == call.arguments
+    assert [o.type for o in events[-1].response.output] == ['reasoning', 'function_call']
+
+    mkw = dict(model=model, max_tokens=2000, tools=[{'name': 'get_time', 'description': 'Current local time in a city.', 'input_schema': CITY}],
+               thinking={'type': 'enabled', 'budget_tokens': 1024}, messages=[{'role': 'user', 'content': 'What time is it in Paris?'}],
+               extra_body={'temperature': 0})
+    m = ac.messages.create(**mkw)
+    assert [b.type for b in m.content] == ['thinking', 'tool_use'] and m.stop_reason == 'tool_use'
+    assert m.content[0].thinking == 'Hmm' and m.content[1].name == 'get_time' and m.content[1].input == json.loads(call.arguments)
+    with ac.messages.stream(**mkw) as st: final = st.get_final_message()
+    assert [b.type for b in final.content] == ['thinking', 'tool_use'] and final.content[1].input == m.content[1].input
