@@ -46,6 +46,19 @@ def response_format_schema(rf:dict|None) -> dict|None:
     return schema
 
 # %% ../nbs/16_structured.ipynb #42492d3c
+class _Vocab:
+    "Token bytes as llguidance read them, with only the tokenizer's truly special ids marked special."
+    def __init__(self, base:llg.LLTokenizer, hf, eos_ids):
+        self.base, self.eos_token_id, self.bos_token_id = base, (eos_ids or [hf.eos_token_id])[0], hf.bos_token_id
+        self.tokens = [base.decode_bytes([i]) for i in range(base.vocab_size)]
+        self.special_token_ids = sorted({*hf.all_special_ids, *(i for i, t in hf.added_tokens_decoder.items() if t.special)})
+    def __call__(self, text:bytes) -> list[int]: return self.base.tokenize_bytes(text)
+
+def _llg_tokenizer(hf, vocab_size:int, eos_ids=()) -> llg.LLTokenizer:
+    "llguidance's tokenizer for `hf`, where added tokens that are not special stay text (`<tool_call>`, `<think>`)."
+    base = llguidance.hf.from_tokenizer(hf, n_vocab=vocab_size, eos_token=list(eos_ids) or None)
+    return llg.LLTokenizer(llg.TokenizerWrapper(_Vocab(base, hf, list(eos_ids))), n_vocab=vocab_size, eos_token=list(eos_ids) or None)
+
 class Grammars:
     "Compiled grammars for one tokenizer: checked, cached, handed out as fresh `Constraint`s."
     def __init__(self, tokenizer, vocab_size:int, eos_ids=(), cache_size:int=64):
@@ -57,7 +70,7 @@ class Grammars:
         "llguidance's view of the tokenizer (built on first use)."
         with self._lock:
             if self._tok is None:
-                self._tok = llguidance.hf.from_tokenizer(self.hf, n_vocab=self.vocab_size, eos_token=self.eos_ids or None)
+                self._tok = _llg_tokenizer(self.hf, self.vocab_size, self.eos_ids)
             return self._tok
 
     def constraint(self, grammar:str, param:str) -> Constraint:

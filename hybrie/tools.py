@@ -12,7 +12,7 @@ from .structured import json_rule
 
 # %% auto #0
 __all__ = ['HERMES', 'TOOL_FORMATS', 'DEFAULT_TOOL_PROMPT', 'ToolFormat', 'tool_format', 'ToolFunction', 'ToolSpec',
-           'check_tools', 'tool_grammar', 'ToolCallParser', 'render_tools']
+           'check_tools', 'answer_rules', 'tool_grammar', 'ToolCallParser', 'render_tools']
 
 # %% ../nbs/17_tools.ipynb #6ab38ead
 @dataclass(frozen=True)
@@ -102,23 +102,26 @@ def check_tools(tools:list|None, tool_choice=None, parallel_tool_calls:bool|None
 # %% ../nbs/17_tools.ipynb #18bc7f24
 def _lit(s:str) -> str: return json.dumps(s)
 
+def answer_rules(spec:ToolSpec, open:str, sep:str, answer_schema:dict|None=None) -> list[str]:
+    "Rules for `answer` around a format's `call_body`: calls only, or (with `auto`) text or `answer_schema` JSON that may open a call."
+    more = f' ({_lit(sep + open)} call_body)*' if spec.parallel else ''
+    if spec.choice != 'auto': return [f'answer: {_lit(open)} call_body{more}']
+    rules = [f'calls: call_open call_body{more}', f'call_open[lazy]: TEXT {_lit(open)}', r'TEXT: /(.|\n)*/']
+    if answer_schema is None: return rules + ['answer: TEXT | calls']
+    return rules + [json_rule(answer_schema, 'reply'), f'answer: reply | {_lit(open)} call_body{more}']
+
 def tool_grammar(spec:ToolSpec, fmt:ToolFormat=HERMES, answer_schema:dict|None=None) -> list[str]:
     "Lark rules for rule `answer`: what `spec` lets the model write (calls, text, or `answer_schema` JSON)."
     fns = [f for f in spec.functions if spec.choice in ('auto', 'required', f.name)]
     rules = [json_rule(f.parameters, f'args_{i}') for i, f in enumerate(fns)]
     rules.append('call_body: ' + ' | '.join(f'{_lit(fmt.head + f.name + fmt.mid)} args_{i} {_lit(fmt.tail + fmt.close)}' for i, f in enumerate(fns)))
-    more = f' ({_lit(fmt.sep + fmt.open)} call_body)*' if spec.parallel else ''
-    if spec.choice == 'auto':
-        rules += [f'calls: call_open call_body{more}', f'call_open[lazy]: TEXT {_lit(fmt.open)}', r'TEXT: /(.|\n)*/']
-        if answer_schema is None: rules.append('answer: TEXT | calls')
-        else: rules += [json_rule(answer_schema, 'reply'), f'answer: reply | {_lit(fmt.open)} call_body{more}']
-    else: rules.append(f'answer: {_lit(fmt.open)} call_body{more}')
-    return rules
+    return rules + answer_rules(spec, fmt.open, fmt.sep, answer_schema)
 
 @patch
 def grammar(self:ToolFormat, spec:ToolSpec, answer_schema:dict|None=None) -> list[str]:
     "This format's rules for `spec` (`tool_grammar`)."
     return tool_grammar(spec, self, answer_schema)
+
 
 # %% ../nbs/17_tools.ipynb #ab93c638
 def _parses(text:str) -> bool:
@@ -221,8 +224,9 @@ def _args_value(a):
     return v if isinstance(v, dict) else a
 
 def _native_calls(m:dict) -> dict:
+    "An assistant's calls as native templates read them: arguments a mapping, and content a string (Qwen3's adds it to text)."
     if m['role'] != 'assistant' or not m.get('tool_calls'): return m
-    return {**m, 'tool_calls': [{**c, 'function': {**c['function'], 'arguments': _args_value(c['function'].get('arguments', '{}'))}}
+    return {**m, 'content': m.get('content') or '', 'tool_calls': [{**c, 'function': {**c['function'], 'arguments': _args_value(c['function'].get('arguments', '{}'))}}
                                 for c in m['tool_calls']]}
 
 def render_tools(messages:list[dict], spec:ToolSpec|None, fmt:ToolFormat, template:str|None) -> tuple[list[dict], dict]:

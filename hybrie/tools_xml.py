@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from fastcore.basics import patch
 from .protocol import TextDelta, ToolCallDelta
 from .structured import json_rule
-from .tools import TOOL_FORMATS, ToolSpec, _held, _lit
+from .tools import TOOL_FORMATS, ToolSpec, _held, _lit, answer_rules
 
 # %% auto #0
 __all__ = ['QWEN3_XML', 'XmlToolFormat', 'XmlCallParser']
@@ -78,13 +78,7 @@ def grammar(self:XmlToolFormat, spec:ToolSpec, answer_schema:dict|None=None) -> 
         rules += r
         bodies.append(f'{_lit(chr(10) + "<function=" + f.name + ">" + chr(10))} {seq} {_lit("</function>" + chr(10) + self.close)}')
     rules.append('call_body: ' + ' | '.join(bodies))
-    more = f' ({_lit(self.sep + self.open)} call_body)*' if spec.parallel else ''
-    if spec.choice == 'auto':
-        rules += [f'calls: call_open call_body{more}', f'call_open[lazy]: TEXT {_lit(self.open)}', r'TEXT: /(.|\n)*/']
-        if answer_schema is None: rules.append('answer: TEXT | calls')
-        else: rules += [json_rule(answer_schema, 'reply'), f'answer: reply | {_lit(self.open)} call_body{more}']
-    else: rules.append(f'answer: {_lit(self.open)} call_body{more}')
-    return rules
+    return rules + answer_rules(spec, self.open, self.sep, answer_schema)
 
 # %% ../nbs/17a_tools_xml.ipynb #3992a8df
 class XmlCallParser:

@@ -59,6 +59,28 @@ def test_response_model_names_the_adapter(srv, oc):
     assert {c.model for c in chunks} == {'pirate'}
 
 
+async def test_adapter_with_schema_and_tools_in_one_batch(srv):
+    "A JSON Schema answer and a forced tool call through the adapter, batched with free base and adapter requests."
+    import jsonschema
+    schema = {'type': 'object', 'properties': {'city': {'type': 'string', 'maxLength': 20}, 'rank': {'type': 'integer', 'minimum': 1}},
+              'required': ['city', 'rank'], 'additionalProperties': False}
+    tool = {'type': 'function', 'function': {'name': 'find_treasure', 'parameters': {
+        'type': 'object', 'properties': {'island': {'enum': ['Skull', 'Parrot']}}, 'required': ['island'], 'additionalProperties': False}}}
+    oc = openai.AsyncOpenAI(base_url=srv.url, api_key='x', max_retries=0)
+    kw = dict(messages=[{'role': 'user', 'content': Q}], temperature=0.8, seed=3, max_tokens=60)
+    pirate = {'extra_headers': {'x-hybrie-adapter-id': 'pirate'}}
+    shaped, called, free_pirate, free_base = await asyncio.gather(
+        oc.chat.completions.create(model=BASE, response_format={'type': 'json_schema', 'json_schema': {'name': 'x', 'schema': schema}}, **pirate, **kw),
+        oc.chat.completions.create(model=BASE, tools=[tool], tool_choice='required', parallel_tool_calls=False, **pirate, **kw),
+        oc.chat.completions.create(model=BASE, **pirate, **kw), oc.chat.completions.create(model=BASE, **kw))
+    assert shaped.model == called.model == 'pirate' and free_base.model == BASE
+    jsonschema.validate(json.loads(shaped.choices[0].message.content), schema)
+    (call,) = called.choices[0].message.tool_calls
+    assert called.choices[0].finish_reason == 'tool_calls' and call.function.name == 'find_treasure'
+    jsonschema.validate(json.loads(call.function.arguments), tool['function']['parameters'])
+    assert free_pirate.choices[0].message.content and free_base.choices[0].message.content
+
+
 def test_unknown_adapter_is_404_adapter_not_found(srv, oc):
     "An adapter named by the header that is not loaded is the client's error: 404 `adapter_not_found`; an unknown `model` stays `model_not_found`."
     with pytest.raises(openai.NotFoundError) as e: ask(oc, adapter='ghost')

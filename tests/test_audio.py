@@ -2,24 +2,13 @@
 import io, json, re, time, wave
 import av, httpx, numpy as np, openai, pytest
 from conftest import start_server
+from transcripts import words, wer
 
 TEXT = ('The quick brown fox jumps over the lazy dog. Seven silver spoons sat on the kitchen table. '
         'Please call me back tomorrow morning.')
 MAGIC = {'mp3': (b'ID3', b'\xff\xfb', b'\xff\xf3', b'\xff\xe3'), 'opus': (b'OggS',), 'aac': (b'\xff\xf1', b'\xff\xf9'),
          'flac': (b'fLaC',), 'wav': (b'RIFF',)}
 
-
-def words(s): return re.sub(r"[^a-z0-9' ]", ' ', s.lower()).split()
-
-def wer(ref:str, hyp:str) -> float:
-    "Word error rate: word-level edit distance over the reference length."
-    r, h = words(ref), words(hyp)
-    d = list(range(len(h)+1))
-    for i in range(1, len(r)+1):
-        prev, d[0] = d[0], i
-        for j in range(1, len(h)+1):
-            prev, d[j] = d[j], min(d[j]+1, d[j-1]+1, prev+(r[i-1] != h[j-1]))
-    return d[len(h)]/max(len(r), 1)
 
 def decode(data:bytes, rate=16000) -> np.ndarray:
     "Decode with PyAV, independently of the server: mono float samples at `rate`."

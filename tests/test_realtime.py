@@ -1,10 +1,11 @@
 """The realtime voice loop of a real `hybrie serve` (bundled SmolLM2, Whisper tiny.en, Piper joe, Silero VAD), driven by the
 official `openai` SDK's realtime clients (GA and beta) and by a raw WebSocket client (`websockets`), with speech made offline by
 the bundled Piper voice and streamed in 100 ms chunks at the pace of real time."""
-import asyncio, base64, io, json, re, time, wave
+import asyncio, base64, io, json, time, wave
 import av, httpx, numpy as np, pytest, websockets
 from openai import AsyncOpenAI
 from conftest import start_server
+from transcripts import words, wer
 
 CHUNK = 4_800  # bytes of pcm16 at 24 kHz: 100 ms, the size a microphone client sends
 TIMEOUT = 500  # seconds for one turn: generous, CI shares two cores with everything else
@@ -34,17 +35,6 @@ async def stream(append, pcm:bytes, pace:float=1.0):
         await append(base64.b64encode(pcm[i:i+CHUNK]).decode())
         await asyncio.sleep(0.1/pace)
 
-
-def words(s): return re.sub(r"[^a-z0-9' ]", ' ', s.lower()).split()
-
-def wer(ref:str, hyp:str) -> float:
-    r, h = words(ref), words(hyp)
-    d = list(range(len(h)+1))
-    for i in range(1, len(r)+1):
-        prev, d[0] = d[0], i
-        for j in range(1, len(h)+1):
-            prev, d[j] = d[j], min(d[j]+1, d[j-1]+1, prev+(r[i-1] != h[j-1]))
-    return d[len(h)]/max(len(r), 1)
 
 def wav(pcm:bytes, rate=24_000) -> bytes:
     buf = io.BytesIO()
@@ -138,7 +128,8 @@ def assert_audio(server, deltas:list[str], transcript:str, fmt='pcm16'):
     assert 0.3 < secs < 120 and np.sqrt(np.mean(pcm.astype(float)**2)) > 300, (secs, fmt)
     heard = httpx.post(server.url + '/audio/transcriptions', files={'file': ('reply.wav', wav(pcm.astype('<i2').tobytes(), rate))},
                        data={'model': 'whisper-1'}, timeout=120).json()['text']
-    if len(words(transcript)) >= 3: assert wer(transcript, heard) <= 0.5, (transcript, heard)
+    # The voice is English: a reply the small model wrote in another language (it sometimes answers in French) is not read back.
+    if len(words(transcript)) >= 3 and transcript.isascii(): assert wer(transcript, heard) <= 0.5, (transcript, heard)
     return secs
 
 
@@ -160,7 +151,7 @@ def in_order(types:list[str], expected:list[str]):
 async def test_ga_sdk_voice_turn(rserver, sdk, question):
     async with sdk.realtime.connect(model='gpt-realtime') as conn:
         rec = Recorder(conn)
-        await conn.session.update(session={'type': 'realtime', **SHORT, 'audio': {
+        await conn.session.update(session={'type': 'realtime', **SHORT, 'instructions': 'Answer in English, in one short sentence.', 'audio': {
             'input': {'format': {'type': 'audio/pcm', 'rate': 24000}, 'transcription': {'model': 'whisper-1'},
                       'turn_detection': {'type': 'server_vad', 'threshold': 0.5, 'silence_duration_ms': 500}},
             'output': {'format': {'type': 'audio/pcm', 'rate': 24000}, 'voice': 'alloy'}}})
@@ -198,7 +189,7 @@ async def test_beta_sdk_manual_turn_g711(rserver, question):
         rec = Recorder(conn)
         await conn.session.update(session={'modalities': ['audio', 'text'], 'input_audio_format': 'pcm16', 'output_audio_format': 'g711_ulaw',
                                            'input_audio_transcription': {'model': 'whisper-1'}, 'turn_detection': None,
-                                           'max_response_output_tokens': 40, 'voice': 'echo'})
+                                           'max_response_output_tokens': 40, 'voice': 'echo', 'temperature': 0})
         updated = await rec.wait('session.updated')
         assert updated['session']['turn_detection'] is None and updated['session']['output_audio_format'] == 'g711_ulaw'
         await stream(lambda b: conn.input_audio_buffer.append(audio=b), question, pace=4)

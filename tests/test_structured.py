@@ -118,9 +118,10 @@ def test_schema_holds_at_any_temperature(client, name, temperature):
 
 
 def test_json_object_mode(client):
-    "Any JSON object. (Sampled hot, a free-form object may still be writing strings at `max_tokens`: greedy here.)"
+    """Any JSON object. (A free-form object can run to `max_tokens`: sampled hot it may still be writing strings, and greedy
+    the small model repeats its keys for ever; a frequency penalty lets it close the object.)"""
     r = client.chat.completions.create(model=BASE, messages=[{'role': 'user', 'content': 'A JSON object describing a cat.'}],
-                                       response_format={'type': 'json_object'}, temperature=0, max_tokens=300)
+                                       response_format={'type': 'json_object'}, temperature=0, frequency_penalty=0.5, max_tokens=300)
     assert r.choices[0].finish_reason == 'stop'
     assert isinstance(json.loads(r.choices[0].message.content), dict)
 
@@ -143,10 +144,11 @@ def test_n_choices_each_valid(client):
 
 @pytest.mark.parametrize('choice', ['required', {'type': 'function', 'function': {'name': 'get_time'}}])
 def test_forced_tool_calls_are_valid(client, choice):
+    "Greedy with parallel calls allowed, and hot with one call (a hot small model may call again and again until `max_tokens`)."
     names = ['get_time'] if isinstance(choice, dict) else None
-    for temperature in (0, 1.5):
+    for temperature, parallel in ((0, True), (1.5, False)):
         r = client.chat.completions.create(model=BASE, messages=ASK, tools=TOOLS, tool_choice=choice, temperature=temperature,
-                                           seed=2, max_tokens=200)
+                                           parallel_tool_calls=parallel, seed=2, max_tokens=200)
         assert r.choices[0].message.content is None
         check_calls(r.choices[0].message, r.choices[0].finish_reason, names)
 
@@ -173,8 +175,9 @@ def test_auto_without_a_call_is_plain_text(client):
 
 
 def test_streamed_tool_calls_reassemble_to_the_full_message(client):
-    kw = dict(model=BASE, messages=ASK, tools=TOOLS, tool_choice='required', temperature=0.8, seed=9, max_tokens=200)
+    kw = dict(model=BASE, messages=ASK, tools=TOOLS, tool_choice='required', temperature=0, max_tokens=200)  # greedy: two calls
     full = client.chat.completions.create(**kw).choices[0]
+    assert len(full.message.tool_calls) >= 2
     content, _, calls, finish = reassemble(client.chat.completions.create(stream=True, **kw))
     assert (content, finish) == (None, 'tool_calls')
     assert [(c['name'], c['arguments']) for c in calls] == [(c.function.name, c.function.arguments) for c in full.message.tool_calls]
@@ -284,7 +287,7 @@ def test_random_qwen3_follows_every_schema(rqwen, name):
 def test_random_qwen3_forced_calls(rqwen, choice):
     c, model = rqwen
     kw = dict(model=model, messages=ASK, tools=TOOLS, tool_choice=choice, temperature=1.2, seed=21, max_tokens=400,
-              extra_body={'thinking_mode': 'off'})
+              parallel_tool_calls=False, extra_body={'thinking_mode': 'off'})  # random weights would call until max_tokens
     full = c.chat.completions.create(**kw).choices[0]
     check_calls(full.message, full.finish_reason, ['get_weather'] if isinstance(choice, dict) else None)
     content, _, calls, finish = reassemble(c.chat.completions.create(stream=True, **kw))
@@ -305,8 +308,8 @@ def test_qwen3_template_renders_tool_turns(rqwen):
                                   extra_body={'thinking_mode': 'off'})
     check_calls(r.choices[0].message, r.choices[0].finish_reason)
     tok = qwen3_tokenizer()
-    plain = [{**m, 'tool_calls': [{**t, 'function': {**t['function'], 'arguments': json.loads(t['function']['arguments'])}}
-                                  for t in m['tool_calls']]} if m.get('tool_calls') else m for m in msgs]
+    plain = [{**m, 'content': '', 'tool_calls': [{**t, 'function': {**t['function'], 'arguments': json.loads(t['function']['arguments'])}}
+                                                for t in m['tool_calls']]} if m.get('tool_calls') else m for m in msgs]
     text = tok.apply_chat_template(plain, tools=TOOLS, add_generation_prompt=True, tokenize=False, enable_thinking=False)
     assert '<tool_response>\n{"temperature": 21}\n</tool_response>' in text and '"name": "get_weather"' in text
     assert r.usage.prompt_tokens == len(tok.encode(text, add_special_tokens=False))
