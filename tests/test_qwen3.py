@@ -125,37 +125,36 @@ CITY = {'type': 'object', 'properties': {'city': {'enum': ['Paris', 'Tokyo', 'Li
 
 @pytest.fixture(scope='module')
 def caller(tmp_path_factory):
-    """A tiny Qwen3 that says `<tool_call>`: it opens a call by itself and the tool grammar takes over from the tag.
-
-    Its `<tool_call>` is plain text here, not an added token as in Qwen3's own tokenizer, and it does not think first:
-    llguidance 1.9.1 reads added tokens (`<think>`, `<tool_call>`) as special tokens of no bytes, which the text grammar
-    of the tools does not match (a 500 through chat completions too; test_structured's caller tests fail the same way)."""
-    d = chain_qwen3(tmp_path_factory.mktemp('caller-qwen3'), think=None, answer='<tool_call>')
+    "A tiny Qwen3 that says `<think>Hmm</think><tool_call>` (`<tool_call>` an added token, as in Qwen3's tokenizer): it reasons, then opens a call by itself."
+    d = chain_qwen3(tmp_path_factory.mktemp('caller-qwen3'), answer='<tool_call>', extra_tokens=['<tool_call>'])
     with start_server('--model', str(d), '--dtype', 'float32') as s:
         yield s, str(d)
 
 
 def test_auto_tool_call_through_responses_and_messages(caller):
-    "With `tool_choice` auto the model calls by itself; the Responses and Messages APIs return the call in their own shapes, full and streamed."
+    "With `tool_choice` auto the model reasons, then calls; the Responses and Messages APIs return both in their own shapes, full and streamed."
     import json, jsonschema
     from openai import OpenAI
     s, model = caller
     oc, ac = OpenAI(base_url=s.url, api_key='x', max_retries=0), anthropic.Anthropic(base_url=s.root, api_key='x', max_retries=0)
     tools = [{'type': 'function', 'name': 'get_time', 'description': 'Current local time in a city.', 'parameters': CITY}]
-    kw = dict(model=model, input='What time is it in Paris?', tools=tools, temperature=0, max_output_tokens=100, reasoning={'effort': 'none'})
+    kw = dict(model=model, input='What time is it in Paris?', tools=tools, temperature=0, max_output_tokens=100)
     r = oc.responses.create(**kw)
-    assert [o.type for o in r.output] == ['function_call'] and r.status == 'completed'
-    call = r.output[0]
+    assert [o.type for o in r.output] == ['reasoning', 'function_call'] and r.output[0].summary[0].text == 'Hmm'
+    call = r.output[1]
     assert call.name == 'get_time' and call.call_id and r.output_text == ''
     jsonschema.validate(json.loads(call.arguments), CITY)
     events = list(oc.responses.create(stream=True, **kw))
     assert ''.join(e.delta for e in events if e.type == 'response.function_call_arguments.delta') == call.arguments
-    assert [o.type for o in events[-1].response.output] == ['function_call']
+    assert [o.type for o in events[-1].response.output] == ['reasoning', 'function_call']
+    off = oc.responses.create(**kw, reasoning={'effort': 'none'})  # thinking off: the call alone
+    assert [o.type for o in off.output] == ['function_call'] and off.output[0].arguments == call.arguments
 
-    mkw = dict(model=model, max_tokens=200, tools=[{'name': 'get_time', 'description': 'Current local time in a city.', 'input_schema': CITY}],
-               thinking={'type': 'disabled'}, messages=[{'role': 'user', 'content': 'What time is it in Paris?'}], extra_body={'temperature': 0})
+    mkw = dict(model=model, max_tokens=1500, tools=[{'name': 'get_time', 'description': 'Current local time in a city.', 'input_schema': CITY}],
+               thinking={'type': 'enabled', 'budget_tokens': 1024}, messages=[{'role': 'user', 'content': 'What time is it in Paris?'}],
+               extra_body={'temperature': 0})
     m = ac.messages.create(**mkw)
-    assert [b.type for b in m.content] == ['tool_use'] and m.stop_reason == 'tool_use'
-    assert m.content[0].name == 'get_time' and m.content[0].input == json.loads(call.arguments)
+    assert [b.type for b in m.content] == ['thinking', 'tool_use'] and m.stop_reason == 'tool_use'
+    assert m.content[0].thinking == 'Hmm' and m.content[1].name == 'get_time' and m.content[1].input == json.loads(call.arguments)
     with ac.messages.stream(**mkw) as st: final = st.get_final_message()
-    assert [b.type for b in final.content] == ['tool_use'] and final.content[0].input == m.content[0].input
+    assert [b.type for b in final.content] == ['thinking', 'tool_use'] and final.content[1].input == m.content[1].input
