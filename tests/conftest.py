@@ -88,3 +88,12 @@ def wait_for(cond, timeout=60, every=0.1, what='the condition'):
         if v := cond(): return v
         time.sleep(every)
     raise AssertionError(f'{what} did not hold within {timeout}s')
+
+
+@pytest.fixture(scope='module')
+def standins():
+    "Stand-in upstreams speaking the four cloud providers' wire formats (`cloud_standins`), one set per test module."
+    from cloud_standins import StandIns
+    s = StandIns().start()
+    yield s
+    s.stop()

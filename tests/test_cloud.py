@@ -4,7 +4,7 @@ import base64, json, time
 import httpx, jsonschema, openai, pytest
 from prometheus_client.parser import text_string_to_metric_families
 from conftest import start_server
-from cloud_standins import StandIns, PNG
+from cloud_standins import PNG
 
 KEYS = {'OPENAI_API_KEY': 'sk-test-openai-SECRET1', 'ANTHROPIC_API_KEY': 'sk-ant-test-SECRET2',
         'GEMINI_API_KEY': 'gm-test-SECRET3', 'MISTRAL_API_KEY': 'ms-test-SECRET4'}
@@ -14,13 +14,6 @@ PNG_URL = 'data:image/png;base64,' + base64.b64encode(PNG).decode()
 TOOLS = [{'type': 'function', 'function': {'name': 'get_weather', 'description': 'Weather of a city',
           'parameters': {'type': 'object', 'properties': {'city': {'type': 'string'}}, 'required': ['city']}}}]
 LOG_ENV = {'OPENAI_LOG': 'debug', 'ANTHROPIC_LOG': 'debug'}  # the SDKs' own debug logging, to prove keys stay out of it
-
-
-@pytest.fixture(scope='module')
-def standins():
-    s = StandIns().start()
-    yield s
-    s.stop()
 
 
 @pytest.fixture(scope='module')

@@ -4,7 +4,6 @@ checking what comes back as the provider does), driven from outside by the offic
 import json
 import anthropic, httpx, openai, pytest
 from conftest import start_server
-from cloud_standins import StandIns
 
 KEYS = {'OPENAI_API_KEY': 'sk-test-openai-SECRET1', 'ANTHROPIC_API_KEY': 'sk-ant-test-SECRET2',
         'GEMINI_API_KEY': 'gm-test-SECRET3', 'MISTRAL_API_KEY': 'ms-test-SECRET4'}
@@ -16,13 +15,6 @@ TOOLS = [{'type': 'function', 'name': 'get_weather', 'description': 'Weather of 
 TIME = {'type': 'function', 'name': 'get_time', 'description': 'Time in a city',
         'parameters': {'type': 'object', 'properties': {'city': {'type': 'string'}}, 'required': ['city']}}
 A_TOOLS = [{'name': t['name'], 'description': t['description'], 'input_schema': t['parameters']} for t in TOOLS + [TIME]]
-
-
-@pytest.fixture(scope='module')
-def standins():
-    s = StandIns().start()
-    yield s
-    s.stop()
 
 
 @pytest.fixture(scope='module')

@@ -12,7 +12,6 @@ from starlette.applications import Starlette
 from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 from conftest import BASE_ENV, HYBRIE, free_port
-from cloud_standins import StandIns
 from pg_cluster import PgCluster
 from hybrie.console.db import Database, rate_windows, schema_drift, usage_records
 
@@ -84,13 +83,6 @@ def pg():
     c = PgCluster()
     yield c
     c.stop()
-
-
-@pytest.fixture(scope='module')
-def standins():
-    s = StandIns().start()
-    yield s
-    s.stop()
 
 
 def new_db(kind, request, tmp) -> str:

@@ -4,17 +4,9 @@ real `hybrie serve` (Managed Inference, the bundled model) and the provider stan
 from decimal import Decimal
 import anthropic, httpx, openai, pytest
 from test_console import ConsoleProc, add_byok, usage
-from cloud_standins import StandIns
 
 MODEL = 'smollm2-135m-instruct'
 HI = [{'role': 'user', 'content': 'Say hello.'}]
-
-
-@pytest.fixture(scope='module')
-def standins():
-    s = StandIns().start()
-    yield s
-    s.stop()
 
 
 @pytest.fixture(scope='module')
